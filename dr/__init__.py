@@ -1,0 +1,4 @@
+"""dr: a dense-retrieval training framework."""
+from __future__ import annotations
+
+__version__ = "0.1.0"

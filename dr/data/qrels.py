@@ -1,0 +1,41 @@
+"""Relevance judgements in the formats in use: TREC 4-column (`qid iter docid grade`, space or tab),
+MS MARCO 2/3-column TSV (`qid pid` or `qid pid grade`) and BEIR TSV with a `query-id` header."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dr.data.errors import ReadPolicy
+from dr.data.lines import read_lines
+
+Qrels = dict[str, dict[str, int]]
+
+
+def read_qrels(path: str | Path, policy: ReadPolicy) -> Qrels:
+    """`{qid: {docid: grade}}`. The column count is taken per line; a repeated pair is bad."""
+    qrels: Qrels = {}
+    for number, text in read_lines(path, policy):
+        fields = text.split("\t") if "\t" in text else text.split()
+        fields = [f.strip() for f in fields]
+        if number == 1 and fields and fields[0].lower() in {"query-id", "qid", "query_id"}:
+            continue  # header row (BEIR)
+        if len(fields) == 4:
+            qid, docid, grade_text = fields[0], fields[2], fields[3]
+        elif len(fields) == 3:
+            qid, docid, grade_text = fields
+        elif len(fields) == 2:
+            qid, docid, grade_text = fields[0], fields[1], "1"
+        else:
+            policy.bad(path, number, f"malformed line: expected 2, 3 or 4 columns, got {len(fields)}")
+            continue
+        try:
+            grade = int(float(grade_text))
+        except ValueError:
+            policy.bad(path, number, f"malformed line: relevance {grade_text!r} is not a number")
+            continue
+        if not qid or not docid:
+            policy.bad(path, number, "malformed line: empty id")
+        elif docid in qrels.get(qid, {}):
+            policy.bad(path, number, f"duplicate judgement for ({qid!r}, {docid!r})")
+        else:
+            qrels.setdefault(qid, {})[docid] = grade
+    return qrels

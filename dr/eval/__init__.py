@@ -1,0 +1,1 @@
+"""Evaluation: retrieve -> run -> ir_measures."""

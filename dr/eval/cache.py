@@ -1,0 +1,50 @@
+"""Corpus embeddings cached on disk by (model weights, encoder settings, corpus), so an unchanged model
+never encodes the same corpus twice. Files are plain .npy read with allow_pickle=False."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """Hash of every parameter and buffer (names, shapes, bytes): changes whenever the model does."""
+    h = hashlib.sha1()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:20]
+
+
+class EmbeddingCache:
+    """Directory of `<key>.npy` files; writes are atomic (temporary file, then rename)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"{key}.npy"
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        logger.info("corpus embeddings from cache %s", path)
+        return np.load(path, allow_pickle=False, mmap_mode="r")
+
+    def put(self, key: str, array: np.ndarray) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / f".{key}.{os.getpid()}.tmp.npy"
+        np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
+        os.replace(tmp, self.path(key))
+
+
+def cache_key(*parts: str) -> str:
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:24]

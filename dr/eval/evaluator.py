@@ -1,0 +1,65 @@
+"""Evaluate a retriever on named sets: run -> ir_measures -> metrics.json, TREC runs and a table."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dr.data.sources import RetrievalSet
+from dr.eval.measures import score_run
+from dr.eval.runs import Run, write_trec_run
+from dr.retrievers import Retriever
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MEASURES = ("RR@10", "nDCG@10", "R@100", "R@1000")
+
+
+@dataclass
+class Evaluator:
+    """`depth` is how many passages each query retrieves (at least the largest cutoff in `measures`)."""
+
+    measures: Sequence[str] = DEFAULT_MEASURES
+    depth: int = 1000
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def evaluate_set(self, retriever: Retriever, eval_set: RetrievalSet) -> tuple[Run, dict[str, float]]:
+        start = time.perf_counter()
+        run = retriever.retrieve(eval_set, self.depth)
+        self.timings[eval_set.name] = time.perf_counter() - start
+        return run, score_run(run, eval_set.qrels, self.measures, eval_set.rel_level)
+
+    def evaluate(
+        self, retriever: Retriever, sets: Sequence[RetrievalSet], out_dir: str | Path | None = None
+    ) -> dict[str, dict[str, float]]:
+        """`{set name: {measure: value}}`; with `out_dir`, also metrics.json and runs/<set>.trec there."""
+        metrics: dict[str, dict[str, float]] = {}
+        for eval_set in sets:
+            run, metrics[eval_set.name] = self.evaluate_set(retriever, eval_set)
+            logger.info("%s on %s: %s", retriever.name, eval_set.name, metrics[eval_set.name])
+            if out_dir is not None:
+                write_trec_run(run, Path(out_dir) / "runs" / f"{eval_set.name}.trec", tag=retriever.name)
+        if out_dir is not None:
+            write_json(Path(out_dir) / "metrics.json", metrics)
+        return metrics
+
+
+def write_json(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def format_table(metrics: dict[str, dict[str, float]]) -> str:
+    """A markdown table: one row per set, one column per measure."""
+    names = list(dict.fromkeys(m for values in metrics.values() for m in values))
+    lines = ["| set | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for set_name, values in metrics.items():
+        cells = [f"{values[n]:.4f}" if n in values else "" for n in names]
+        lines.append(f"| {set_name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""`python -m dr.evaluate`: evaluate a checkpoint (or BM25) on the configured sets.
+
+    python -m dr.evaluate                                     # base model, SciFact-test + DL19-pool
+    python -m dr.evaluate model.name_or_path=outputs/.../export
+    python -m dr.evaluate retriever=bm25 hydra.run.dir=outputs/bm25
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from dr.config import CONFIG_DIR, register_resolvers
+from dr.data.sources import RetrievalSet
+from dr.eval.cache import EmbeddingCache
+from dr.eval.evaluator import Evaluator, format_table, write_json
+from dr.models.dual_encoder import DualEncoder
+from dr.retrievers.dense import DenseRetriever
+
+logger = logging.getLogger(__name__)
+register_resolvers()
+
+
+def build_eval_sets(cfg: DictConfig, only: list[str] | None) -> list[RetrievalSet]:
+    names = list(cfg.data.eval_sets) if not only else only
+    unknown = [n for n in names if n not in cfg.data.eval_sets]
+    if unknown:
+        raise ValueError(f"eval set(s) {unknown} not in data={cfg.data.name}; known: {list(cfg.data.eval_sets)}")
+    return [instantiate(cfg.data.eval_sets[n]) for n in names]
+
+
+def build_retriever(cfg: DictConfig):
+    retriever = instantiate(cfg.retriever)
+    if isinstance(retriever, functools.partial):  # dense: needs the encoder and the embedding cache
+        encoder = DualEncoder(instantiate(cfg.model))
+        cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
+        retriever = retriever(encoder=encoder, cache=cache)
+    return retriever
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    start = time.perf_counter()
+    sets = build_eval_sets(cfg, list(cfg.eval_sets) if cfg.eval_sets else None)
+    retriever = build_retriever(cfg)
+    evaluator = Evaluator(measures=list(cfg.measures), depth=int(cfg.depth))
+    metrics = evaluator.evaluate(retriever, sets, out_dir)
+    timings = {"wall_s": time.perf_counter() - start, "per_set_s": evaluator.timings}
+    if isinstance(retriever, DenseRetriever):
+        stats = retriever.stats
+        timings.update(passages_encoded=stats.passages, encode_s=stats.seconds,
+                       passages_per_s=stats.passages_per_s, cache_hits=stats.cache_hits)
+    write_json(out_dir / "timings.json", timings)
+    print(format_table(metrics))
+    print(f"metrics: {out_dir / 'metrics.json'}  runs: {out_dir / 'runs'}  timings: {json.dumps(timings)}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,4 @@
+"""FAISS indexes over numpy arrays."""
+from dr.index.faiss_index import DenseIndex, IndexConfig, build_index, load_index
+
+__all__ = ["DenseIndex", "IndexConfig", "build_index", "load_index"]

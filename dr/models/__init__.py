@@ -1,0 +1,1 @@
+"""Encoders: the dual encoder, pooling, export."""

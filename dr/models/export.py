@@ -1,0 +1,91 @@
+"""Export a dual encoder as a directory that plain `transformers` and `sentence-transformers` load.
+
+Layout (shared towers): the Hugging Face model and tokenizer (safetensors) plus sentence-transformers'
+modules.json, sentence_bert_config.json, 1_Pooling/ and, for cosine scoring, a Normalize module.
+Separate towers: the same layout under `query/` and `passage/`. sentence-transformers keeps one
+max_seq_length per model, so each tower's directory records its own max length.
+The directory is written beside the target and renamed into place, so a crash never leaves half an export.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from dr.models.dual_encoder import DualEncoder, Tower
+
+logger = logging.getLogger(__name__)
+
+
+def export_encoder(encoder: DualEncoder, out_dir: str | Path) -> Path:
+    """Write `encoder` to `out_dir` (replacing an older export atomically) and return the path."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        if encoder.config.shared:
+            _write_tower(encoder, "passage", tmp)
+        else:
+            for tower in ("query", "passage"):
+                _write_tower(encoder, tower, tmp / tower)
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    logger.info("exported encoder to %s", out)
+    return out
+
+
+def _write_tower(encoder: DualEncoder, tower: Tower, path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    encoder.tower(tower).save_pretrained(path, safe_serialization=True)
+    encoder.tokenizer.save_pretrained(path)
+    cosine = encoder.score_kind == "cosine"
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if cosine:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (path / "2_Normalize").mkdir(exist_ok=True)
+    _dump(path / "modules.json", modules)
+    max_len = encoder.max_length(tower)
+    _dump(path / "sentence_bert_config.json", {"max_seq_length": max_len, "do_lower_case": False})
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    _dump(
+        path / "1_Pooling" / "config.json",
+        {
+            "word_embedding_dimension": encoder.dim,
+            "pooling_mode_cls_token": encoder.pooling == "cls",
+            "pooling_mode_mean_tokens": encoder.pooling == "mean",
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        },
+    )
+    _dump(
+        path / "config_sentence_transformers.json",
+        {"similarity_fn_name": "cosine" if cosine else "dot", "prompts": {}, "default_prompt_name": None},
+    )
+    _dump(
+        path / "dr_encoder.json",
+        {
+            "pooling": encoder.pooling,
+            "score": encoder.score_kind,
+            "temperature": encoder.config.temperature,
+            "query_max_length": encoder.config.query_max_length,
+            "passage_max_length": encoder.config.passage_max_length,
+        },
+    )
+
+
+def _dump(path: Path, obj: object) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
