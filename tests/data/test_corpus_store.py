@@ -152,6 +152,7 @@ def test_cache_reports_lenient_skips_again(tmp_path, caplog):
     s2 = CorpusStore.build(_never(), coll, fp, p2, cache_dir=tmp_path / "c")
     assert dict(p2.skipped) == expected  # reader skips from the sidecar + the duplicate found again, once
     assert s2.text("1") == "one" and s2.text("5") == "five" and len(s2) == 2
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="dr"):
         p2.report()
     assert sorted(r.getMessage() for r in caplog.records) == sorted(
