@@ -33,13 +33,13 @@ def build_eval_sets(cfg: DictConfig, only: list[str] | None) -> list[RetrievalSe
     unknown = [n for n in names if n not in cfg.data.eval_sets]
     if unknown:
         raise ValueError(f"eval set(s) {unknown} not in data={cfg.data.name}; known: {list(cfg.data.eval_sets)}")
-    return [instantiate(cfg.data.eval_sets[n]) for n in names]
+    return [instantiate(cfg.data.eval_sets[n], _convert_="all") for n in names]
 
 
 def build_retriever(cfg: DictConfig):
-    retriever = instantiate(cfg.retriever)
+    retriever = instantiate(cfg.retriever, _convert_="all")
     if isinstance(retriever, functools.partial):  # dense: needs the encoder and the embedding cache
-        encoder = DualEncoder(instantiate(cfg.model))
+        encoder = DualEncoder(instantiate(cfg.model, _convert_="all"))
         cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
         retriever = retriever(encoder=encoder, cache=cache)
     return retriever

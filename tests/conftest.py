@@ -114,3 +114,30 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Each test gets its own dr cache (corpus Arrow files, embeddings)."""
     monkeypatch.setenv("DR_CACHE", str(tmp_path / "dr-cache"))
     logging.getLogger("dr").setLevel(logging.INFO)
+
+
+def write_train_beir(root: Path) -> Path:
+    """A BEIR folder whose train split has 36 queries (3 per passage, made of the passage's words)."""
+    write_beir(root, "test")
+    queries, qrels = {}, []
+    for docid, (title, text) in PASSAGES.items():
+        words = [w.strip(".;,").lower() for w in text.split()]
+        for j in range(3):
+            qid = f"t{docid}-{j}"
+            queries[qid] = " ".join(words[j * 3 : j * 3 + 4])
+            qrels.append((qid, docid))
+    with open(root / "queries.jsonl", "a") as f:
+        for qid, text in queries.items():
+            f.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    with open(root / "qrels" / "train.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        f.writelines(f"{q}\t{d}\t1\n" for q, d in qrels)
+    return root
+
+
+@pytest.fixture
+def train_data_dir(tiny_data_dir) -> Path:
+    """`tiny_data_dir` with a 36-query SciFact train split, so training configs run unchanged."""
+    shutil.rmtree(tiny_data_dir / "scifact")
+    write_train_beir(tiny_data_dir / "scifact")
+    return tiny_data_dir

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,9 @@ class ReadPolicy:
     def bad(self, path: str | Path, line: int | None, message: str) -> None:
         if self.strict:
             raise DataFormatError(path, line, message)
-        key = f"{Path(path).name}: {message.split(':')[0]}"
+        # one summary line per kind of problem, not per id: quoted ids are elided from the key
+        reason = re.sub(r"'[^']*'", "...", message.split(":")[0])
+        key = f"{Path(path).name}: {reason}"
         self.skipped[key] += 1
         if sum(self.skipped.values()) <= 20:  # the summary in report() covers the rest
             logger.warning("skipping %s:%s: %s", path, line, message)

@@ -26,6 +26,8 @@ def read_lines(path: str | Path, policy: ReadPolicy) -> Iterator[tuple[int, str]
             except UnicodeDecodeError as e:
                 policy.bad(path, number, f"not UTF-8: byte {raw[e.start]:#04x} at column {e.start + 1}")
                 continue
+            if number == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the first id
             text = text.rstrip("\r\n")
             if text.strip():
                 yield number, text

@@ -14,8 +14,7 @@ def read_qrels(path: str | Path, policy: ReadPolicy) -> Qrels:
     """`{qid: {docid: grade}}`. The column count is taken per line; a repeated pair is bad."""
     qrels: Qrels = {}
     for number, text in read_lines(path, policy):
-        fields = text.split("\t") if "\t" in text else text.split()
-        fields = [f.strip() for f in fields]
+        fields = text.split()  # ids never hold whitespace; TREC files mix spaces and tabs
         if number == 1 and fields and fields[0].lower() in {"query-id", "qid", "query_id"}:
             continue  # header row (BEIR)
         if len(fields) == 4:

@@ -68,6 +68,8 @@ class DualEncoder(nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(towers["query"], **kw)
         self.query_model = AutoModel.from_pretrained(towers["query"], **kw)
         self.passage_model = self.query_model if config.shared else AutoModel.from_pretrained(towers["passage"], **kw)
+        for tower in (self.query_model, self.passage_model):
+            _freeze_unused_pooler(tower)
         logger.info(
             "dual encoder %s: %s towers, %s pooling, %s score", config.name_or_path,
             "shared" if config.shared else "separate", self.pooling, self.score_kind,
@@ -130,6 +132,14 @@ class DualEncoder(nn.Module):
                 bar.update(len(idx))
         self.train(was_training)
         return out
+
+
+def _freeze_unused_pooler(model: nn.Module) -> None:
+    """BERT-style poolers are not used (we pool hidden states); a parameter that never gets a gradient
+    would stall DDP's gradient buckets, so it is frozen (and exported unchanged)."""
+    for name, param in model.named_parameters():
+        if name.startswith("pooler."):
+            param.requires_grad_(False)
 
 
 def _tower_paths(path: str, shared: bool) -> dict[Tower, str]:

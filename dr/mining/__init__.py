@@ -1,0 +1,1 @@
+"""Hard-negative mining: choosing negatives from a ranking (pure) and the sources that rank."""

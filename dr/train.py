@@ -1,0 +1,118 @@
+"""`python -m dr.train`: the composition root. The only place that turns config into objects.
+
+    python -m dr.train +experiment=bm25_negatives
+    accelerate launch --num_processes 2 --cpu -m dr.train +experiment=inbatch   # same code, 2 processes
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from transformers import get_linear_schedule_with_warmup
+
+from dr.config import CONFIG_DIR, register_resolvers
+from dr.data.dev import dev_set
+from dr.data.groups import GroupSchedule, split_dev
+from dr.eval.cache import EmbeddingCache
+from dr.eval.evaluator import Evaluator, write_json
+from dr.models.dual_encoder import DualEncoder
+from dr.trainer.callbacks import CheckpointCallback, EvalCallback, LogCallback
+from dr.trainer.checkpoint import TrainState, load_checkpoint, resolve_resume
+from dr.trainer.config import TrainerConfig
+from dr.trainer.loop import Trainer
+from dr.trainer.objective import ContrastiveObjective
+
+logger = logging.getLogger(__name__)
+register_resolvers()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
+    tcfg: TrainerConfig = instantiate(cfg.trainer, _convert_="all")
+    encoder_cfg = instantiate(cfg.model, _convert_="all")  # validated before anything heavy is loaded
+    loss = instantiate(cfg.loss, _convert_="all")
+    accelerator = Accelerator(
+        mixed_precision=tcfg.mixed_precision,
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=not encoder_cfg.shared)],
+    )
+    seed_everything(tcfg.seed)
+    train_set = instantiate(cfg.data.train, _convert_="all")
+    train_qids, dev_qids = split_dev(train_set, tcfg.dev_queries, tcfg.seed)
+    encoder = DualEncoder(encoder_cfg)
+    if tcfg.gradient_checkpointing:
+        for tower in {id(encoder.query_model): encoder.query_model, id(encoder.passage_model): encoder.passage_model}.values():
+            tower.gradient_checkpointing_enable()
+    objective = ContrastiveObjective(encoder, loss, cross_device=tcfg.cross_device)
+    optimizer = instantiate(cfg.optimizer, _convert_="all")(params=_param_groups(objective, tcfg.weight_decay))
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(tcfg.warmup_ratio * tcfg.max_steps), tcfg.max_steps)
+    model, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
+
+    state, negatives = TrainState(), None
+    resume_from = resolve_resume(cfg.resume, out_dir)
+    if resume_from is not None:
+        state, negatives = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
+    if negatives is None and cfg.get("negatives") is not None:
+        negatives = instantiate(cfg.negatives, _convert_="all").negatives(train_set, train_qids)
+    global_batch = tcfg.batch_size * accelerator.num_processes
+    schedule = GroupSchedule(train_set, train_qids, negatives, tcfg.negatives_per_query, global_batch, tcfg.seed)
+
+    evaluator = Evaluator(measures=list(cfg.measures), depth=int(cfg.depth))
+    cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
+    retriever = instantiate(cfg.retriever, _convert_="all")(encoder=encoder, cache=cache)
+    test_sets = [instantiate(cfg.data.eval_sets[n], _convert_="all") for n in (cfg.test_sets or cfg.data.eval_sets)]
+    dev = dev_set(train_set, dev_qids, tcfg.dev_corpus_size, name=f"{train_set.name}-dev") if dev_qids else None
+    callbacks = [
+        LogCallback(out_dir, tcfg.log_every, tcfg.tensorboard),
+        EvalCallback(out_dir, evaluator, retriever, dev, test_sets, tcfg.eval_every, tcfg.zero_shot_eval,
+                     tcfg.select_metric),
+        CheckpointCallback(out_dir, tcfg.save_every, tcfg.keep_checkpoints),
+    ]
+    return Trainer(tcfg, accelerator, model, optimizer, scheduler, schedule, callbacks, state, negatives)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights (BERT recipe); shared towers counted once."""
+    decay, no_decay, seen = [], [], set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (no_decay if p.ndim < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> dict:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    start = time.perf_counter()
+    trainer = build_trainer(cfg, out_dir)
+    if trainer.accelerator.is_main_process:
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    trainer.train()
+    wall = time.perf_counter() - start
+    if trainer.accelerator.is_main_process:
+        write_json(out_dir / "timings.json", {"wall_s": wall, "steps": trainer.state.step,
+                                              "world_size": trainer.accelerator.num_processes})
+        print(f"run dir: {out_dir}  export: {out_dir / 'export'}  wall: {wall:.0f}s")
+    final = next((cb.final for cb in trainer.callbacks if isinstance(cb, EvalCallback)), {})
+    trainer.accelerator.end_training()
+    return final
+
+
+if __name__ == "__main__":
+    main()

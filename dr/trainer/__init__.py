@@ -1,0 +1,1 @@
+"""The Accelerate training loop, its objective and callbacks."""

@@ -1,0 +1,146 @@
+"""Periodic work keyed on the global step: logging, evaluation with model selection, checkpoints."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from safetensors.torch import load_model, save_model
+
+from dr.data.sources import RetrievalSet
+from dr.eval.evaluator import Evaluator, format_table, write_json
+from dr.models.export import export_encoder
+from dr.retrievers.dense import DenseRetriever
+from dr.trainer.checkpoint import save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LogCallback:
+    """`train_log.jsonl` (one line per logged step) and TensorBoard scalars when available."""
+
+    out_dir: Path
+    every: int = 1
+    tensorboard: bool = True
+    _writer: object = None
+
+    def on_train_begin(self, trainer) -> None:
+        if self.tensorboard and trainer.accelerator.is_main_process:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+            except ImportError:
+                logger.warning("tensorboard is not installed; TensorBoard logs are off")
+
+    def on_step_end(self, trainer, logs: dict) -> None:
+        step = trainer.state.step
+        if not trainer.accelerator.is_main_process or step % self.every:
+            return
+        with open(self.out_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **logs}) + "\n")
+        if self._writer is not None:
+            for k, v in logs.items():
+                self._writer.add_scalar(f"train/{k}", v, step)
+
+    def on_train_end(self, trainer) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+@dataclass
+class EvalCallback:
+    """Dev evaluation every `every` steps and at the end; the best dev `select_metric` picks the model
+    that the test sets and the export see (test sets are never used for selection)."""
+
+    out_dir: Path
+    evaluator: Evaluator
+    retriever: DenseRetriever
+    dev_set: RetrievalSet | None
+    test_sets: Sequence[RetrievalSet]
+    every: int = 0
+    zero_shot: bool = False
+    select_metric: str = "nDCG@10"
+    final: dict = field(default_factory=dict)
+
+    def _evaluate(self, trainer, sets: Sequence[RetrievalSet], tag: str) -> dict[str, dict[str, float]]:
+        trainer.accelerator.wait_for_everyone()
+        metrics: dict[str, dict[str, float]] = {}
+        if trainer.accelerator.is_main_process:
+            start = time.perf_counter()
+            self.retriever.encoder = trainer.objective.encoder
+            metrics = self.evaluator.evaluate(self.retriever, sets)
+            record = {"step": trainer.state.step, "tag": tag, "metrics": metrics,
+                      "eval_s": time.perf_counter() - start}
+            trainer.state.history.append(record)
+            with open(self.out_dir / "eval_log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            logger.info("step %d %s:\n%s", trainer.state.step, tag, format_table(metrics))
+        trainer.accelerator.wait_for_everyone()
+        return metrics
+
+    def on_train_begin(self, trainer) -> None:
+        if self.zero_shot and trainer.state.step == 0:
+            sets = ([self.dev_set] if self.dev_set else []) + list(self.test_sets)
+            metrics = self._evaluate(trainer, sets, "zero-shot")
+            if trainer.accelerator.is_main_process:
+                write_json(self.out_dir / "zero_shot_metrics.json", metrics)
+
+    def on_step_end(self, trainer, logs: dict) -> None:
+        step = trainer.state.step
+        if self.every and self.dev_set and step % self.every == 0 and step < trainer.config.max_steps:
+            self._dev(trainer)
+
+    def _dev(self, trainer) -> None:
+        metrics = self._evaluate(trainer, [self.dev_set], "dev")
+        if not trainer.accelerator.is_main_process:
+            return
+        value = metrics[self.dev_set.name][self.select_metric]
+        if trainer.state.best_metric is None or value > trainer.state.best_metric:
+            trainer.state.best_metric, trainer.state.best_step = value, trainer.state.step
+            save_model(trainer.objective, str(self.out_dir / "best.safetensors"))
+
+    def on_train_end(self, trainer) -> None:
+        if self.dev_set:
+            self._dev(trainer)
+            best = self.out_dir / "best.safetensors"
+            if trainer.accelerator.is_main_process and trainer.state.best_step != trainer.state.step and best.exists():
+                logger.info("dev %s was best at step %s (%.4f); testing and exporting that model",
+                            self.select_metric, trainer.state.best_step, trainer.state.best_metric)
+                load_model(trainer.objective, str(best))
+        metrics = self._evaluate(trainer, list(self.test_sets), "test") if self.test_sets else {}
+        if trainer.accelerator.is_main_process:
+            dev = [r for r in trainer.state.history if r["tag"] == "dev" and r["step"] == trainer.state.best_step]
+            final = {**(dev[-1]["metrics"] if dev else {}), **metrics}
+            write_json(self.out_dir / "metrics.json", final)
+            export_encoder(trainer.objective.encoder, self.out_dir / "export")
+            self.final = final
+            print(format_table(final))
+
+
+@dataclass
+class CheckpointCallback:
+    out_dir: Path
+    every: int = 0
+    keep: int = 2
+
+    def on_train_begin(self, trainer) -> None:
+        pass
+
+    def on_step_end(self, trainer, logs: dict) -> None:
+        if self.every and trainer.state.step % self.every == 0:
+            self.save(trainer)
+
+    def save(self, trainer) -> None:
+        trainer.accelerator.wait_for_everyone()
+        if trainer.accelerator.is_main_process:
+            save_checkpoint(self.out_dir / "checkpoints", trainer.state, trainer.objective, trainer.optimizer,
+                            trainer.scheduler, trainer.negatives, self.keep)
+        trainer.accelerator.wait_for_everyone()
+
+    def on_train_end(self, trainer) -> None:
+        pass

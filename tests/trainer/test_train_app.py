@@ -1,0 +1,105 @@
+"""`python -m dr.train` on the tiny model: smoke run, resume equality, clear config errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def train(args: list[str], data_dir: Path, cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DR_DATA_DIR": str(data_dir), "DR_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "dr.train", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def base_args(model: Path, run_dir: Path) -> list[str]:
+    # mean pooling and a large learning rate: a random tiny BERT's CLS vectors are near-identical, which
+    # would make rankings (and so metrics) hinge on float noise
+    return [f"model.name_or_path={model}", "model.show_progress=false", "model.passage_max_length=32",
+            "model.pooling=mean", "trainer.lr=1e-3",
+            "trainer.batch_size=4", "trainer.dev_queries=4", "trainer.tensorboard=false",
+            f"hydra.run.dir={run_dir}"]
+
+
+def losses(run_dir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_two_step_smoke_run_with_bm25_negatives(tiny_model, train_data_dir, tmp_path):
+    run = tmp_path / "run"
+    proc = train(["+experiment=bm25_negatives", "trainer.max_steps=2", *base_args(tiny_model, run)],
+                 train_data_dir, tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert len(losses(run)) == 2 and all(np.isfinite(losses(run)))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"scifact-train-dev", "scifact-test", "dl19-pool"} <= set(metrics)
+    assert (run / "export" / "model.safetensors").exists()
+    # the export loads in sentence-transformers and reproduces the reported test metric
+    st = SentenceTransformer(str(run / "export"), device="cpu")
+    from dr.data.sources import beir_set
+    from dr.eval.measures import score_run
+
+    test = beir_set("scifact-test", str(train_data_dir / "scifact"), "test")
+    docs = test.corpus.texts(test.corpus.active_rows)
+    d = st.encode(docs)
+    qids = list(test.queries)
+    q = st.encode([test.queries[x] for x in qids])
+    s = q @ d.T
+    run_st = {qid: {str(test.corpus.ids[j]): float(s[i, j]) for j in range(len(docs))} for i, qid in enumerate(qids)}
+    ndcg = score_run(run_st, test.qrels, ["nDCG@10"])["nDCG@10"]
+    assert ndcg == pytest.approx(metrics["scifact-test"]["nDCG@10"], abs=1e-4)
+
+
+def test_resume_matches_uninterrupted_run(tiny_model, train_data_dir, tmp_path):
+    common = ["+experiment=bm25_negatives", "trainer.max_steps=6", "negatives.per_query=3"]
+    straight = tmp_path / "straight"
+    proc = train([*common, "trainer.save_every=0", *base_args(tiny_model, straight)], train_data_dir, tmp_path / "c1")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    interrupted = tmp_path / "interrupted"
+    proc = train([*common, "trainer.save_every=3", "trainer.keep_checkpoints=5", *base_args(tiny_model, interrupted)],
+                 train_data_dir, tmp_path / "c2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    resumed = tmp_path / "resumed"
+    proc = train([*common, f"resume={interrupted / 'checkpoints' / 'step-3'}", *base_args(tiny_model, resumed)],
+                 train_data_dir, tmp_path / "c3")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    full, after = losses(straight), losses(resumed)
+    assert len(full) == 6 and len(after) == 3
+    np.testing.assert_allclose(after, full[3:], atol=1e-6, rtol=0)
+    assert (interrupted / "checkpoints" / "step-3" / "negatives.tsv").exists()
+
+
+def test_resume_true_continues_in_the_same_run_dir(tiny_model, train_data_dir, tmp_path):
+    run = tmp_path / "run"
+    args = ["trainer.max_steps=2", "trainer.save_every=2", *base_args(tiny_model, run)]
+    assert train(args, train_data_dir, tmp_path / "c").returncode == 0
+    proc = train(["resume=true", "trainer.max_steps=3", "trainer.save_every=3", *base_args(tiny_model, run)],
+                 train_data_dir, tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    steps = [json.loads(x)["step"] for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.batch_size=0", "trainer.batch_size must be > 0, got 0"),
+        ("trainer.mixed_precision=fp8", "trainer.mixed_precision must be no, bf16 or fp16"),
+        ("loss.name=softmax", "loss.name must be cross_entropy, hinge or ranknet"),
+        ("trainer.batch_size=64", "global batch 64 is larger than the 32 training queries"),
+        ("trainer.negatives_per_query=2", "negatives_per_query > 0 needs a negatives source"),
+    ],
+)
+def test_bad_config_value_gives_a_clear_error(tiny_model, train_data_dir, tmp_path, override, message):
+    args = [a for a in base_args(tiny_model, tmp_path / "run") if not a.startswith("trainer.batch_size")]
+    proc = train(["trainer.max_steps=1", *args, override], train_data_dir, tmp_path / "c")
+    assert proc.returncode != 0
+    assert message in proc.stderr
