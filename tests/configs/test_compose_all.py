@@ -13,7 +13,7 @@ from dr.config import CONFIG_DIR, register_resolvers
 
 register_resolvers()
 ROOT = Path(CONFIG_DIR)
-PRIMARY = ["evaluate"]
+PRIMARY = ["evaluate", "train", "mine"]
 GROUP_FILES = sorted(p for p in ROOT.rglob("*.yaml") if p.parent != ROOT)
 
 
@@ -59,8 +59,14 @@ def test_primary_config_composes_and_targets_bind(name):
 def test_every_group_option_composes(path):
     group = str(path.parent.relative_to(ROOT))
     option = path.stem
+    primary = "evaluate" if group in ("model", "data", "retriever") else "train"
+    prefix = "+" if group == "experiment" else ""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=[f"{group}={option}"])
+        cfg = compose(config_name=primary, overrides=[f"{prefix}{group}={option}"])
+    if group == "experiment":  # an experiment is global: check every target it composes
+        OmegaConf.resolve(cfg)
+        assert _check_targets(cfg, f"+experiment={option}") >= 3
+        return
     node = OmegaConf.select(cfg, group.replace("/", "."))
     assert node is not None
     if group == "model":

@@ -1,0 +1,47 @@
+"""`python -m dr.mine`: a dense model's top-k for the training queries, turned into a negatives file.
+
+    python -m dr.mine model.name_or_path=outputs/.../export out=negatives.tsv window=[3,200] per_query=30
+    python -m dr.train negatives=file negatives.path=negatives.tsv trainer.negatives_per_query=7
+
+Positives are removed before the rank window is applied (`dr.mining.select.select_negatives`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from dr.config import CONFIG_DIR, register_resolvers
+from dr.data.sources import RetrievalSet
+from dr.eval.cache import EmbeddingCache
+from dr.mining.select import select_negatives
+from dr.models.dual_encoder import DualEncoder
+from dr.negatives.file import write_negatives
+
+logger = logging.getLogger(__name__)
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="mine")
+def main(cfg: DictConfig) -> None:
+    start = time.perf_counter()
+    train_set: RetrievalSet = instantiate(cfg.data.train, _convert_="all")
+    encoder = DualEncoder(instantiate(cfg.model, _convert_="all"))
+    cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
+    retriever = instantiate(cfg.retriever, _convert_="all")(encoder=encoder, cache=cache)
+    run = retriever.retrieve(train_set, int(cfg.depth))
+    negatives = select_negatives(run, train_set.qrels, tuple(cfg.window), int(cfg.per_query),
+                                 np.random.default_rng(int(cfg.seed)), cfg.sampling)
+    write_negatives(cfg.out, negatives)
+    per_query = np.mean([len(v) for v in negatives.values()]) if negatives else 0.0
+    print(f"wrote {cfg.out}: {len(negatives)} queries, {per_query:.1f} negatives each, "
+          f"{time.perf_counter() - start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
