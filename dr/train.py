@@ -1,7 +1,8 @@
 """`python -m dr.train`: the composition root. The only place that turns config into objects.
 
     python -m dr.train +experiment=bm25_negatives
-    accelerate launch --num_processes 2 --cpu -m dr.train +experiment=inbatch   # same code, 2 processes
+    accelerate launch --multi_gpu --num_processes 8 -m dr.train +experiment=inbatch   # same code, 8 GPUs
+    torchrun --nproc_per_node 2 -m dr.train +experiment=inbatch                      # 2 CPU processes (gloo)
 """
 from __future__ import annotations
 
@@ -60,7 +61,9 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     objective = ContrastiveObjective(encoder, loss, cross_device=tcfg.cross_device)
     optimizer = instantiate(cfg.optimizer, _convert_="all")(params=_param_groups(objective, tcfg.weight_decay))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(tcfg.warmup_ratio * tcfg.max_steps), tcfg.max_steps)
-    model, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
+    # The scheduler is not prepared: Accelerate would step it once per process, since it assumes a
+    # dataloader split across processes; our schedule counts global optimizer steps.
+    model, optimizer = accelerator.prepare(objective, optimizer)
 
     state, negatives = TrainState(), None
     resume_from = resolve_resume(cfg.resume, out_dir)
@@ -74,7 +77,8 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     evaluator = Evaluator(measures=list(cfg.measures), depth=int(cfg.depth))
     cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
     retriever = instantiate(cfg.retriever, _convert_="all")(encoder=encoder, cache=cache)
-    test_sets = [instantiate(cfg.data.eval_sets[n], _convert_="all") for n in (cfg.test_sets or cfg.data.eval_sets)]
+    names = list(cfg.data.eval_sets) if cfg.test_sets is None else list(cfg.test_sets)
+    test_sets = [instantiate(cfg.data.eval_sets[n], _convert_="all") for n in names]
     dev = dev_set(train_set, dev_qids, tcfg.dev_corpus_size, name=f"{train_set.name}-dev") if dev_qids else None
     callbacks = [
         LogCallback(out_dir, tcfg.log_every, tcfg.tensorboard),
