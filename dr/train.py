@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -52,12 +53,15 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=not encoder_cfg.shared)],
     )
     seed_everything(tcfg.seed)
-    train_set = instantiate(cfg.data.train, _convert_="all")
+    with accelerator.main_process_first():  # the main process builds the Arrow cache; the others reuse it
+        train_set = instantiate(cfg.data.train, _convert_="all")
     train_qids, dev_qids = split_dev(train_set, tcfg.dev_queries, tcfg.seed)
     encoder = DualEncoder(encoder_cfg)
     if tcfg.gradient_checkpointing:
         for tower in {id(encoder.query_model): encoder.query_model, id(encoder.passage_model): encoder.passage_model}.values():
-            tower.gradient_checkpointing_enable()
+            # non-reentrant: a shared tower is used twice per step, which reentrant checkpointing under
+            # DDP rejects ("mark a variable ready only once")
+            tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     objective = ContrastiveObjective(encoder, loss, cross_device=tcfg.cross_device)
     optimizer = instantiate(cfg.optimizer, _convert_="all")(params=_param_groups(objective, tcfg.weight_decay))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(tcfg.warmup_ratio * tcfg.max_steps), tcfg.max_steps)
@@ -68,15 +72,21 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     state, negatives = TrainState(), None
     resume_from = resolve_resume(cfg.resume, out_dir)
     if resume_from is not None:
-        state, negatives = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
+        state, negatives = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler,
+                                           accelerator.process_index)
     if negatives is None and cfg.get("negatives") is not None:
         negatives = instantiate(cfg.negatives, _convert_="all").negatives(train_set, train_qids)
     global_batch = tcfg.batch_size * accelerator.num_processes
     schedule = GroupSchedule(train_set, train_qids, negatives, tcfg.negatives_per_query, global_batch, tcfg.seed)
 
+    if tcfg.select_metric not in cfg.measures:
+        raise ValueError(f"trainer.select_metric={tcfg.select_metric!r} is not in measures={list(cfg.measures)}")
     evaluator = Evaluator(measures=list(cfg.measures), depth=int(cfg.depth))
     cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
-    retriever = instantiate(cfg.retriever, _convert_="all")(encoder=encoder, cache=cache)
+    retriever = instantiate(cfg.retriever, _convert_="all")
+    if not isinstance(retriever, functools.partial):
+        raise ValueError("dr.train evaluates the model it trains: use retriever=dense (BM25 runs in dr.evaluate)")
+    retriever = retriever(encoder=encoder, cache=cache)
     names = list(cfg.data.eval_sets) if cfg.test_sets is None else list(cfg.test_sets)
     test_sets = [instantiate(cfg.data.eval_sets[n], _convert_="all") for n in names]
     dev = dev_set(train_set, dev_qids, tcfg.dev_corpus_size, name=f"{train_set.name}-dev") if dev_qids else None

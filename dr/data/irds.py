@@ -34,7 +34,10 @@ def irds_parts(dataset_id: str, policy: ReadPolicy) -> tuple[Iterator[tuple[int,
             policy.bad(where, i, f"duplicate judgement for ({r.query_id!r}, {r.doc_id!r})")
         else:
             qrels.setdefault(r.query_id, {})[r.doc_id] = int(r.relevance)
-    fingerprint = hashlib.sha1(f"irds:{dataset_id}:{ir_datasets.__version__}".encode()).hexdigest()[:20]
+    # keyed by the documents' namespace, so train/dev/test ids of one collection share one Arrow copy
+    # and one set of cached embeddings
+    namespace = ds.docs_namespace() if hasattr(ds, "docs_namespace") else dataset_id
+    fingerprint = hashlib.sha1(f"irds:{namespace}:{ir_datasets.__version__}".encode()).hexdigest()[:20]
     return _docs(ds, where, policy), fingerprint, queries, qrels
 
 

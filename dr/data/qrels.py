@@ -10,8 +10,9 @@ from dr.data.lines import read_lines
 Qrels = dict[str, dict[str, int]]
 
 
-def read_qrels(path: str | Path, policy: ReadPolicy) -> Qrels:
-    """`{qid: {docid: grade}}`. The column count is taken per line; a repeated pair is bad."""
+def read_qrels(path: str | Path, policy: ReadPolicy, lines: dict[tuple[str, str], int] | None = None) -> Qrels:
+    """`{qid: {docid: grade}}`. The column count is taken per line; a repeated pair is bad.
+    With `lines`, the line of each `(qid, docid)` is recorded there (for later errors that name it)."""
     qrels: Qrels = {}
     for number, text in read_lines(path, policy):
         fields = text.split()  # ids never hold whitespace; TREC files mix spaces and tabs
@@ -37,4 +38,6 @@ def read_qrels(path: str | Path, policy: ReadPolicy) -> Qrels:
             policy.bad(path, number, f"duplicate judgement for ({qid!r}, {docid!r})")
         else:
             qrels.setdefault(qid, {})[docid] = grade
+            if lines is not None:
+                lines[(qid, docid)] = number
     return qrels

@@ -58,9 +58,10 @@ def beir_set(
         source_fingerprint([corpus_path], f"beir-corpus-strict={strict}"), policy, cache_dir,
     )
     queries = read_beir_queries(base / "queries.jsonl", policy)
-    qrels = read_qrels(base / "qrels" / f"{split}.tsv", policy)
+    lines: dict[tuple[str, str], int] = {}
+    qrels = read_qrels(base / "qrels" / f"{split}.tsv", policy, lines)
     return _assemble(name, corpus, queries, base / "queries.jsonl", qrels, base / "qrels" / f"{split}.tsv",
-                     rel_level, missing_docs, policy)
+                     rel_level, missing_docs, policy, lines)
 
 
 def msmarco_set(
@@ -80,8 +81,10 @@ def msmarco_set(
         source_fingerprint([collection], f"tsv-collection-strict={strict}"), policy, cache_dir,
     )
     query_texts = read_queries_tsv(queries, policy)
-    judged = read_qrels(qrels, policy)
-    return _assemble(name, corpus, query_texts, Path(queries), judged, Path(qrels), rel_level, missing_docs, policy)
+    lines: dict[tuple[str, str], int] = {}
+    judged = read_qrels(qrels, policy, lines)
+    return _assemble(name, corpus, query_texts, Path(queries), judged, Path(qrels), rel_level, missing_docs, policy,
+                     lines)
 
 
 def irds_set(
@@ -112,15 +115,18 @@ def _assemble(
     rel_level: int,
     missing_docs: MissingDocs,
     policy: ReadPolicy,
+    lines: dict[tuple[str, str], int] | None = None,
 ) -> RetrievalSet:
     """Keep the queries that have qrels; check every qrels id and that each query has a positive."""
     if missing_docs not in ("error", "keep"):
         raise ValueError(f"missing_docs must be 'error' or 'keep', got {missing_docs!r}")
+    lines = lines or {}
     checked: Qrels = {}
     missing_pairs = 0
     for qid, judged in qrels.items():
+        first_line = min((lines.get((qid, d)) for d in judged if (qid, d) in lines), default=None)
         if qid not in queries:
-            policy.bad(qrels_path, None, f"qrels query id {qid!r} is not in {queries_path}")
+            policy.bad(qrels_path, first_line, f"qrels query id {qid!r} is not in {queries_path}")
             continue
         kept: dict[str, int] = {}
         for docid, grade in judged.items():
@@ -130,9 +136,10 @@ def _assemble(
                 kept[docid] = grade
                 missing_pairs += 1
             else:
-                policy.bad(qrels_path, None, f"qrels doc id {docid!r} (query {qid!r}) is not in {corpus.source}")
+                policy.bad(qrels_path, lines.get((qid, docid)),
+                           f"qrels doc id {docid!r} (query {qid!r}) is not in {corpus.source}")
         if not any(g >= rel_level for g in kept.values()):
-            policy.bad(qrels_path, None, f"query without positives: {qid!r} has no judgement >= {rel_level}")
+            policy.bad(qrels_path, first_line, f"query without positives: {qid!r} has no judgement >= {rel_level}")
             continue
         checked[qid] = kept
     if missing_pairs:

@@ -24,15 +24,23 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
 
 
 class EmbeddingCache:
-    """Directory of `<key>.npy` files; writes are atomic (temporary file, then rename)."""
+    """Directory of `<key>.npy` files (writes atomic: temporary file, then rename) in front of which the
+    last `memory_entries` arrays stay in memory. With `persist=False` nothing new is written to disk:
+    a model in training changes at every evaluation, so its embeddings are only worth keeping in memory
+    (dev and test sets that share a corpus then encode it once)."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, persist: bool = True, memory_entries: int = 1) -> None:
         self.directory = Path(directory)
+        self.persist = persist
+        self.memory_entries = memory_entries
+        self._memory: dict[str, np.ndarray] = {}
 
     def path(self, key: str) -> Path:
         return self.directory / f"{key}.npy"
 
     def get(self, key: str) -> np.ndarray | None:
+        if key in self._memory:
+            return self._memory[key]
         path = self.path(key)
         if not path.exists():
             return None
@@ -40,6 +48,12 @@ class EmbeddingCache:
         return np.load(path, allow_pickle=False, mmap_mode="r")
 
     def put(self, key: str, array: np.ndarray) -> None:
+        if self.memory_entries:
+            self._memory[key] = array
+            while len(self._memory) > self.memory_entries:
+                self._memory.pop(next(iter(self._memory)))
+        if not self.persist:
+            return
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.directory / f".{key}.{os.getpid()}.tmp.npy"
         np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)

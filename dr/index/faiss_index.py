@@ -114,8 +114,12 @@ def _place(index: faiss.Index, config: IndexConfig) -> DenseIndex:
     n_gpu = gpu_count()
     if config.device == "gpu" and n_gpu == 0:
         raise RuntimeError("index.device=gpu but faiss sees no GPU (install faiss-gpu: pip install 'dr[gpu]')")
-    if config.device == "cpu" or n_gpu == 0:
-        why = "index.device=cpu" if config.device == "cpu" else "faiss sees no GPU"
+    gpu_ok = _gpu_supported(config.factory)
+    if config.device == "gpu" and not gpu_ok:
+        raise RuntimeError(f"index.device=gpu but faiss has no GPU version of {config.factory!r} (use Flat or IVF)")
+    if config.device == "cpu" or n_gpu == 0 or not gpu_ok:
+        why = ("index.device=cpu" if config.device == "cpu" else "faiss sees no GPU" if n_gpu == 0
+               else f"faiss has no GPU version of {config.factory}")
         logger.info("faiss index %s on CPU (%s), %d vectors", config.factory, why, index.ntotal)
         return DenseIndex(index, config, on_gpu=False)
     options = faiss.GpuMultipleClonerOptions()
@@ -127,6 +131,11 @@ def _place(index: faiss.Index, config: IndexConfig) -> DenseIndex:
         params.set_index_parameter(gpu_index, "nprobe", config.nprobe)
     logger.info("faiss index %s on %d GPU(s) (%s), %d vectors", config.factory, n_gpu, config.gpu_mode, index.ntotal)
     return DenseIndex(gpu_index, config, on_gpu=True)
+
+
+def _gpu_supported(factory: str) -> bool:
+    """faiss-gpu implements flat and IVF indexes; HNSW and (O)PQ without IVF stay on the CPU."""
+    return "HNSW" not in factory and ("IVF" in factory or "PQ" not in factory)
 
 
 def _as_float32(x: np.ndarray) -> np.ndarray:

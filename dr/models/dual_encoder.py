@@ -42,6 +42,7 @@ class EncoderConfig:
     batch_size: int = 64
     trust_remote_code: bool = False
     show_progress: bool = True
+    device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu (training moves it via Accelerate)
 
 
 class DualEncoder(nn.Module):
@@ -70,6 +71,8 @@ class DualEncoder(nn.Module):
         self.passage_model = self.query_model if config.shared else AutoModel.from_pretrained(towers["passage"], **kw)
         for tower in (self.query_model, self.passage_model):
             _freeze_unused_pooler(tower)
+        device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.to(device)
         logger.info(
             "dual encoder %s: %s towers, %s pooling, %s score", config.name_or_path,
             "shared" if config.shared else "separate", self.pooling, self.score_kind,

@@ -54,11 +54,10 @@ class DenseRetriever:
                 return np.asarray(hit)
         start = time.perf_counter()
         rows = corpus.active_rows
-        parts = [
-            self.encoder.encode_passages(corpus.texts(rows[i : i + self.chunk_size]), desc=f"{corpus.source}")
-            for i in range(0, len(rows), self.chunk_size)
-        ]
-        emb = np.concatenate(parts) if parts else np.empty((0, self.encoder.dim), np.float32)
+        emb = np.empty((len(rows), self.encoder.dim), np.float32)  # filled chunk by chunk: one copy in RAM
+        for i in range(0, len(rows), self.chunk_size):
+            chunk = rows[i : i + self.chunk_size]
+            emb[i : i + len(chunk)] = self.encoder.encode_passages(corpus.texts(chunk), desc=f"{corpus.source}")
         elapsed = time.perf_counter() - start
         self.stats.passages += len(rows)
         self.stats.seconds += elapsed

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from dr.data.sources import RetrievalSet
 from dr.eval.evaluator import Evaluator, format_table, write_json
 from dr.models.export import export_encoder
 from dr.retrievers.dense import DenseRetriever
-from dr.trainer.checkpoint import save_checkpoint
+from dr.trainer.checkpoint import save_checkpoint, save_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class EvalCallback:
         if trainer.accelerator.is_main_process:
             start = time.perf_counter()
             self.retriever.encoder = trainer.objective.encoder
+            if self.retriever.cache is not None:  # only the untrained model's embeddings go to disk
+                self.retriever.cache.persist = trainer.state.step == 0
             metrics = self.evaluator.evaluate(self.retriever, sets)
             record = {"step": trainer.state.step, "tag": tag, "metrics": metrics,
                       "eval_s": time.perf_counter() - start}
@@ -84,6 +87,10 @@ class EvalCallback:
         return metrics
 
     def on_train_begin(self, trainer) -> None:
+        if trainer.state.best_step is not None and not (self.out_dir / "best.safetensors").exists():
+            logger.warning("resumed state names dev-best step %s but %s has no best.safetensors; model "
+                           "selection restarts from here", trainer.state.best_step, self.out_dir)
+            trainer.state.best_metric = trainer.state.best_step = None
         if self.zero_shot and trainer.state.step == 0:
             sets = ([self.dev_set] if self.dev_set else []) + list(self.test_sets)
             metrics = self._evaluate(trainer, sets, "zero-shot")
@@ -102,7 +109,9 @@ class EvalCallback:
         value = metrics[self.dev_set.name][self.select_metric]
         if trainer.state.best_metric is None or value > trainer.state.best_metric:
             trainer.state.best_metric, trainer.state.best_step = value, trainer.state.step
-            save_model(trainer.objective, str(self.out_dir / "best.safetensors"))
+            tmp = self.out_dir / ".best.safetensors.tmp"
+            save_model(trainer.objective, str(tmp))
+            os.replace(tmp, self.out_dir / "best.safetensors")
 
     def on_train_end(self, trainer) -> None:
         if self.dev_set:
@@ -136,6 +145,7 @@ class CheckpointCallback:
             self.save(trainer)
 
     def save(self, trainer) -> None:
+        save_rng_state(self.out_dir / "checkpoints", trainer.state.step, trainer.accelerator.process_index)
         trainer.accelerator.wait_for_everyone()
         if trainer.accelerator.is_main_process:
             save_checkpoint(self.out_dir / "checkpoints", trainer.state, trainer.objective, trainer.optimizer,

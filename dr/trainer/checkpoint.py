@@ -45,21 +45,34 @@ def save_checkpoint(root: Path, state: TrainState, model: torch.nn.Module, optim
     save_model(model, str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-    torch.save(rng, tmp / "rng.pt")
+    for rank_file in root.glob(f".rng-step-{state.step}-rank*.pt"):  # one per process, see save_rng_state
+        os.replace(rank_file, tmp / rank_file.name.replace(f".rng-step-{state.step}-", "rng-"))
     if negatives is not None:
         write_negatives(tmp / "negatives.tsv", negatives)
     (tmp / "python_random.json").write_text(json.dumps(_python_rng_state()))
     (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
-    if final.exists():
-        shutil.rmtree(final)
+    old = root / f".old-step-{state.step}"
+    if final.exists():  # move aside first, so a kill here never leaves a half-deleted step-N
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
     os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
     logger.info("checkpoint %s", final)
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old)
     return final
+
+
+def save_rng_state(root: Path, step: int, rank: int) -> None:
+    """Every process writes its own RNG state (dropout masks differ per process) before the main one
+    assembles the checkpoint."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    torch.save(rng, root / f".rng-step-{step}-rank{rank}.pt")
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -91,15 +104,19 @@ def resolve_resume(resume: bool | str | None, run_dir: Path) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> tuple[TrainState, dict | None]:
-    """Restore everything in place; returns the state and the saved negatives (or None)."""
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler,
+                    rank: int = 0) -> tuple[TrainState, dict | None]:
+    """Restore everything in place (this process's RNG state); returns the state and the negatives."""
     load_model(model, str(path / "model.safetensors"))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    rng = torch.load(path / "rng.pt", weights_only=True)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True, map_location="cpu"))
+    rng_file = path / f"rng-rank{rank}.pt"
+    if not rng_file.exists():
+        raise FileNotFoundError(f"{path} has no RNG state for process {rank}: resume with the same process count")
+    rng = torch.load(rng_file, weights_only=True, map_location="cpu")
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(rng["cuda"]))
+        torch.cuda.set_rng_state(rng["cuda"])
     state_py = json.loads((path / "python_random.json").read_text())
     random.setstate((state_py[0], tuple(state_py[1]), state_py[2]))
     state = TrainState(**json.loads((path / "trainer_state.json").read_text()))

@@ -210,9 +210,10 @@ def test_beir_set_missing_ids_name_the_qrels_file(tmp_path, extra_qrels, words):
         f.write(extra_qrels)
     with pytest.raises(DataFormatError) as e:
         beir_set("s", str(root), "test")
-    assert str(e.value).startswith(f"{qrels}: ")
+    # header + 12 judgements, so the appended judgement is line 14
+    assert str(e.value).startswith(f"{qrels}:14: ")
     assert words in str(e.value)
-    assert e.value.line is None
+    assert e.value.line == 14
 
 
 def test_beir_set_query_without_positives(tmp_path):

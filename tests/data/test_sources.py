@@ -54,8 +54,9 @@ def test_rel_level_1_keeps_grade_1_queries(dl):
 def test_rel_level_2_strict_rejects_query_without_positives(dl):
     with pytest.raises(DataFormatError) as e:
         _set(dl, rel_level=2)
-    assert str(e.value) == f"{dl['qrels']}: query without positives: '3' has no judgement >= 2"
-    assert e.value.line is None and e.value.path == str(dl["qrels"])
+    # topic 3's first judgement is on line 5
+    assert str(e.value) == f"{dl['qrels']}:5: query without positives: '3' has no judgement >= 2"
+    assert e.value.line == 5 and e.value.path == str(dl["qrels"])
 
 
 def test_rel_level_2_lenient_drops_it(dl, policies, caplog):

@@ -31,10 +31,11 @@ def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _worker(rank: int, world: int, model_dir: str, rdv: str, out: str) -> None:
+def _worker(rank: int, world: int, model_dir: str, rdv: str, out: str, cross_device: bool = True) -> None:
     dist.init_process_group("gloo", init_method=f"file://{rdv}", rank=rank, world_size=world)
     torch.manual_seed(0)
     objective = make_objective(model_dir)
+    objective.cross_device = cross_device
     ddp = torch.nn.parallel.DistributedDataParallel(objective)
     b = len(QUERY_LIST) // world
     queries = QUERY_LIST[rank * b : (rank + 1) * b]
@@ -59,12 +60,16 @@ def test_two_process_cross_device_equals_one_process(tiny_model_dir, tmp_path):
             torch.testing.assert_close(got["grads"][name], g, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_without_cross_device_each_process_sees_only_its_batch(tiny_model_dir):
-    objective = make_objective(str(tiny_model_dir))
-    objective.cross_device = False
-    _, logs_half = objective(QUERY_LIST[:2], PASSAGE_LIST[:4])
-    _, logs_full = objective(QUERY_LIST, PASSAGE_LIST)
-    assert logs_half["loss"] != pytest.approx(logs_full["loss"])
+def test_without_cross_device_each_process_sees_only_its_batch(tiny_model_dir, tmp_path):
+    """cross_device=false in 2 processes: each rank's loss is the one-process loss of its own half."""
+    mp.spawn(_worker, args=(2, str(tiny_model_dir), str(tmp_path / "rdv"), str(tmp_path), False), nprocs=2, join=True)
+    local = make_objective(str(tiny_model_dir))
+    for rank in range(2):
+        _, want = local(QUERY_LIST[rank * 2 : rank * 2 + 2], PASSAGE_LIST[rank * 4 : rank * 4 + 4])
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert got["loss"] == pytest.approx(want["loss"], abs=1e-5)
+    _, full = local(QUERY_LIST, PASSAGE_LIST)
+    assert got["loss"] != pytest.approx(full["loss"], abs=1e-3)
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "ranknet"])
