@@ -39,7 +39,7 @@ def source_fingerprint(paths: Sequence[str | Path], kind: str) -> str:
 
 
 class CorpusStore:
-    """Passages `(id, title, text)` in a memory-mapped Arrow table.
+    """Passages `(id, title, text)` in a memory-mapped Arrow table. `fingerprint` hashes the content.
 
     `rows` are positions in the table; `active_rows` skips later duplicates kept by a lenient read.
     """
@@ -118,7 +118,7 @@ class CorpusStore:
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             os.close(fd)
             try:
-                n = _write_arrow(records, Path(tmp), batch_rows)
+                n, content = _write_arrow(records, Path(tmp), batch_rows)
                 if n == 0:  # before the rename, so that an empty table is never cached
                     raise ValueError(f"{source}: no passages")
                 os.replace(tmp, path)
@@ -126,6 +126,9 @@ class CorpusStore:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
             logger.info("corpus %s: %d passages cached at %s", source, n, path)
+            # The content hash (not the path) names the corpus for the embedding cache, so a fresh clone
+            # or a moved copy of the same file reuses embeddings an unchanged model already computed.
+            _atomic_write_text(path.with_suffix(".content"), content)
             # Lenient skips are kept beside the cache so that a cached load reports them again.
             _atomic_write_text(path.with_suffix(".skipped.json"), json.dumps({k: v - before.get(k, 0) for k, v in policy.skipped.items() if v > before.get(k, 0)}))
         else:
@@ -133,7 +136,9 @@ class CorpusStore:
             if skipped_file.exists():
                 policy.skipped.update(json.loads(skipped_file.read_text()))
         table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
-        return cls(table, str(source), fingerprint, policy)
+        content_file = path.with_suffix(".content")
+        content = content_file.read_text().strip() if content_file.exists() else fingerprint
+        return cls(table, str(source), content, policy)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -142,8 +147,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _write_arrow(records: Iterable[tuple[int, str, str, str]], path: Path, batch_rows: int) -> int:
+def _write_arrow(records: Iterable[tuple[int, str, str, str]], path: Path, batch_rows: int) -> tuple[int, str]:
+    """Write the records; returns their count and a hash of their ids and texts."""
     n = 0
+    digest = hashlib.sha1()
     cols: tuple[list, list, list, list] = ([], [], [], [])
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, _SCHEMA) as writer:
 
@@ -158,8 +165,9 @@ def _write_arrow(records: Iterable[tuple[int, str, str, str]], path: Path, batch
             cols[1].append(docid)
             cols[2].append(title)
             cols[3].append(text)
+            digest.update(f"{docid}\x1f{title}\x1f{text}\x1e".encode())
             n += 1
             if len(cols[0]) >= batch_rows:
                 flush()
         flush()
-    return n
+    return n, digest.hexdigest()[:20]

@@ -2,6 +2,7 @@
 MS MARCO 2/3-column TSV (`qid pid` or `qid pid grade`) and BEIR TSV with a `query-id` header."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from dr.data.errors import ReadPolicy
@@ -15,7 +16,9 @@ def read_qrels(path: str | Path, policy: ReadPolicy, lines: dict[tuple[str, str]
     With `lines`, the line of each `(qid, docid)` is recorded there (for later errors that name it)."""
     qrels: Qrels = {}
     for number, text in read_lines(path, policy):
-        fields = text.split()  # ids never hold whitespace; TREC files mix spaces and tabs
+        # ids never hold whitespace and TREC files mix spaces and tabs; a leading separator leaves an
+        # empty first field, reported below as an empty id rather than shifting the columns
+        fields = re.split(r"\s+", text.rstrip())
         if number == 1 and fields and fields[0].lower() in {"query-id", "qid", "query_id"}:
             continue  # header row (BEIR)
         if len(fields) == 4:

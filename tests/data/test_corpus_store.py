@@ -211,3 +211,22 @@ def test_changed_source_is_read_again(tmp_path):
     coll.write_text("1\tuno\n2\tdos\n")
     s2 = CorpusStore.build(read_collection(coll, p), coll, source_fingerprint([coll], "tsv"), p)
     assert s2.text("1") == "uno" and len(s2) == 2
+
+
+def test_fingerprint_follows_content_not_path(tmp_path):
+    """The embedding cache is keyed by this: a copy elsewhere reuses embeddings, an edit does not."""
+    from dr.data.msmarco import read_collection
+    from dr.data.corpus import source_fingerprint
+
+    def load(path):
+        policy = ReadPolicy()
+        return CorpusStore.build(read_collection(path, policy), path, source_fingerprint([path], "t"), policy,
+                                 tmp_path / "cache")
+
+    a, b, c = tmp_path / "a.tsv", tmp_path / "sub" / "b.tsv", tmp_path / "c.tsv"
+    b.parent.mkdir()
+    a.write_text("1\tfirst passage\n2\tsecond passage\n")
+    b.write_text(a.read_text())
+    c.write_text("1\tfirst passage\n2\tsecond passage!\n")
+    assert load(a).fingerprint == load(b).fingerprint
+    assert load(a).fingerprint != load(c).fingerprint
