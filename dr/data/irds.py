@@ -35,8 +35,9 @@ def irds_parts(dataset_id: str, policy: ReadPolicy) -> tuple[Iterator[tuple[int,
         else:
             qrels.setdefault(r.query_id, {})[r.doc_id] = int(r.relevance)
     # keyed by the documents' namespace, so train/dev/test ids of one collection share one Arrow copy
-    # and one set of cached embeddings
-    namespace = ds.docs_namespace() if hasattr(ds, "docs_namespace") else dataset_id
+    # and one set of cached embeddings; a dataset without a namespace (None) is keyed by its own id, or
+    # every such dataset would share (and load) one cached corpus
+    namespace = (ds.docs_namespace() if hasattr(ds, "docs_namespace") else None) or dataset_id
     fingerprint = hashlib.sha1(f"irds:{namespace}:{ir_datasets.__version__}".encode()).hexdigest()[:20]
     return _docs(ds, where, policy), fingerprint, queries, qrels
 

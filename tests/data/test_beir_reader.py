@@ -193,7 +193,7 @@ def test_beir_set_qrels_bad_line(tmp_path):
         beir_set("s", str(root), "test")
     # line 14 (2 columns) is fine; line 15 has 5 fields
     assert str(e.value).startswith(f"{qrels}:15: ")
-    assert "malformed line" in str(e.value)
+    assert "malformed line: expected 2, 3 or 4 columns, got 5" in str(e.value)  # the leading tab is a field
 
 
 @pytest.mark.parametrize(
@@ -221,12 +221,12 @@ def test_beir_set_query_without_positives(tmp_path):
     qrels = root / "qrels" / "test.tsv"
     with open(root / "queries.jsonl", "a") as f:
         f.write(json.dumps({"_id": "q5", "text": "only negatives"}) + "\n")
-    with open(qrels, "a") as f:
+    with open(qrels, "a") as f:  # header + 12 judgements, so q5 first appears on line 14
         f.write("q5\td1\t0\nq5\td2\t0\n")
     with pytest.raises(DataFormatError) as e:
         beir_set("s", str(root), "test")
-    assert str(e.value).startswith(f"{qrels}: ")
-    assert "query without positives: 'q5'" in str(e.value)
+    assert str(e.value) == f"{qrels}:14: query without positives: 'q5' has no judgement >= 1"
+    assert e.value.line == 14
 
 
 def test_beir_set_missing_queries_file(tmp_path):
@@ -251,10 +251,10 @@ def test_beir_set_lenient_skips_counts_and_logs_every_bad_record(tmp_path, caplo
         f.write(json.dumps({"_id": "q1", "text": "duplicate q1"}) + "\n")  # 5: duplicate
         f.write(json.dumps({"_id": "q9", "text": ""}) + "\n")  # 6: empty text
         f.write(json.dumps({"_id": "q5", "text": "only negatives"}) + "\n")  # 7: good
-    with open(qrels, "a") as f:  # 3 set-level problems
-        f.write("q1\td99\t1\n")  # doc id missing from the corpus
-        f.write("q77\td1\t1\n")  # query id missing from the queries
-        f.write("q5\td1\t0\n")  # query without positives
+    with open(qrels, "a") as f:  # 3 set-level problems (header + 12 judgements, so lines 14-16)
+        f.write("q1\td99\t1\n")  # 14: doc id missing from the corpus
+        f.write("q77\td1\t1\n")  # 15: query id missing from the queries
+        f.write("q5\td1\t0\n")  # 16: query without positives
 
     with caplog.at_level(logging.INFO, logger="dr"):
         rs = beir_set("s", str(root), "test", strict=False)
@@ -280,10 +280,12 @@ def test_beir_set_lenient_skips_counts_and_logs_every_bad_record(tmp_path, caplo
     skipping = [m for m in warnings if m.startswith("skipping ")]
     assert len(skipping) == 9
     for where in (f"{corpus}:13:", f"{corpus}:14:", f"{corpus}:15:", f"{corpus}:16:", f"{queries}:5:",
-                  f"{queries}:6:"):
+                  f"{queries}:6:", f"{qrels}:14:", f"{qrels}:15:", f"{qrels}:16:"):
         assert sum(m.startswith(f"skipping {where}") for m in skipping) == 1, where
     assert any("duplicate id 'd1' (first on line 1)" in m for m in skipping)
-    assert sum(m.startswith(f"skipping {qrels}:None:") for m in skipping) == 3
+    assert f"skipping {qrels}:14: qrels doc id 'd99' (query 'q1') is not in {corpus}" in skipping
+    assert f"skipping {qrels}:15: qrels query id 'q77' is not in {queries}" in skipping
+    assert f"skipping {qrels}:16: query without positives: 'q5' has no judgement >= 1" in skipping
     # the end-of-read summary adds up to the same total
     summary = [r for r in caplog.records if r.getMessage().startswith("lenient read skipped ")]
     assert sum(r.args[0] for r in summary) == 9
@@ -307,4 +309,4 @@ def test_read_beir_corpus_lenient(tmp_path):
     assert sum(policy.skipped.values()) == 3
     assert policy.skipped["corpus.jsonl: malformed line"] == 1
     assert policy.skipped["corpus.jsonl: not UTF-8"] == 1
-    assert policy.skipped["corpus.jsonl: empty text for id 'e'"] == 1
+    assert policy.skipped["corpus.jsonl: empty text for id ..."] == 1

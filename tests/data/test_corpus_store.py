@@ -64,7 +64,11 @@ def test_texts_join_title(tmp_path):
     assert store.texts(np.array([2]), title_sep=". ") == ["Beta. second letter"]
     assert store.text("c") == "Gamma third letter"
     assert store.text("10") == "ten"
-    assert store.source == "src.tsv" and store.fingerprint == "fp"
+    assert store.source == "src.tsv"
+    # the fingerprint hashes the content (20 hex chars); the build fingerprint only names the cache file
+    assert len(store.fingerprint) == 20 and int(store.fingerprint, 16) >= 0 and store.fingerprint != "fp"
+    assert _store(tmp_path / "other", fp="fp2").fingerprint == store.fingerprint
+    assert _store(tmp_path / "edited", RECORDS[:-1]).fingerprint != store.fingerprint
 
 
 def test_small_batches(tmp_path):
@@ -100,7 +104,8 @@ def test_duplicate_lenient_active_rows(tmp_path, caplog):
     assert store.rows_of(["a"]).tolist() == [0]
     assert store.text("a") == "first a"
     assert store.table.num_rows == 5  # the table keeps them; active_rows skips them
-    assert dict(policy.skipped) == {"src.tsv: duplicate id 'a' (first on line 1)": 2}
+    # one summary key per kind of problem (ids elided); each skip is still logged with its id and line
+    assert dict(policy.skipped) == {"src.tsv: duplicate id ... (first on line 1)": 2}
     assert [r.getMessage() for r in caplog.records] == [
         "skipping src.tsv:3: duplicate id 'a' (first on line 1)",
         "skipping src.tsv:7: duplicate id 'a' (first on line 1)",
@@ -114,10 +119,18 @@ def test_cache_hit_does_not_read_records(tmp_path):
     again = CorpusStore.build(_never(), "src.tsv", "fp", ReadPolicy(), cache_dir=tmp_path / "c")
     assert again.ids.tolist() == first.ids.tolist()
     assert again.text("b") == "Beta second letter"
+    assert again.fingerprint == first.fingerprint  # the content hash, read back from the sidecar
     # another fingerprint is another cache entry
     with pytest.raises(AssertionError, match="cache should have been used"):
         CorpusStore.build(_never(), "src.tsv", "fp2", ReadPolicy(), cache_dir=tmp_path / "c")
-    assert sorted(p.name for p in (tmp_path / "c" / "corpus").iterdir()) == ["fp.arrow", "fp.skipped.json"]
+    assert sorted(p.name for p in (tmp_path / "c" / "corpus").iterdir()) == [
+        "fp.arrow", "fp.content", "fp.skipped.json"
+    ]
+    assert (tmp_path / "c" / "corpus" / "fp.content").read_text().strip() == first.fingerprint
+    # a cache written without the content sidecar falls back to the build fingerprint
+    (tmp_path / "c" / "corpus" / "fp.content").unlink()
+    old = CorpusStore.build(_never(), "src.tsv", "fp", ReadPolicy(), cache_dir=tmp_path / "c")
+    assert old.fingerprint == "fp" and old.text("b") == "Beta second letter"
 
 
 def test_default_cache_dir_is_dr_cache(tmp_path):
@@ -136,11 +149,11 @@ def test_cache_reports_lenient_skips_again(tmp_path, caplog):
     p1.skipped["earlier.tsv: unrelated"] = 7  # skips from before the build are not the corpus's
     fp = source_fingerprint([coll], "tsv")
     s1 = CorpusStore.build(read_collection(coll, p1), coll, fp, p1, cache_dir=tmp_path / "c")
-    expected = {
+    expected = {  # keyed by the message up to its first ':', quoted ids elided
         "collection.tsv: malformed line": 1,
-        "collection.tsv: empty text for id '3'": 1,
+        "collection.tsv: empty text for id ...": 1,
         "collection.tsv: not UTF-8": 1,
-        "collection.tsv: duplicate id '1' (first on line 1)": 1,
+        "collection.tsv: duplicate id ... (first on line 1)": 1,
     }
     assert dict(p1.skipped) == expected | {"earlier.tsv: unrelated": 7}
     assert len(s1) == 2 and s1.active_rows.tolist() == [0, 2]

@@ -40,10 +40,11 @@ def _offline(monkeypatch):
 
 @pytest.fixture
 def register(tmp_path):
-    """`register(docs, queries, qrels, query_cls=...)` writes the files and returns a fresh dataset id."""
+    """`register(docs, queries, qrels, query_cls=..., namespace=...)` writes the files and returns a fresh
+    dataset id. `namespace` is the docs namespace (None, the default, as for a dataset without one)."""
     names: list[str] = []
 
-    def _register(docs: str, queries: str, qrels: str, query_cls=None) -> str:
+    def _register(docs: str, queries: str, qrels: str, query_cls=None, namespace=None) -> str:
         name = f"dr-test-{uuid.uuid4().hex}/local"
         folder = tmp_path / name.replace("/", "_")
         folder.mkdir()
@@ -51,7 +52,7 @@ def register(tmp_path):
             (folder / fname).write_text(text)
         qargs = {"query_cls": query_cls} if query_cls else {}
         ds = Dataset(
-            TsvDocs(LocalDownload(folder / "docs.tsv")),
+            TsvDocs(LocalDownload(folder / "docs.tsv"), namespace=namespace),
             TsvQueries(LocalDownload(folder / "queries.tsv"), **qargs),
             TrecQrels(LocalDownload(folder / "qrels.txt"), QRELS_DEFS),
         )
@@ -93,7 +94,28 @@ def test_irds_parts(register):
     assert queries == {"q1": "goldfish", "q2": "wireless", "q3": "unjudged"}
     assert qrels == {"q1": {"d1": 2, "d3": 0}, "q2": {"d2": 1}}
     assert len(fingerprint) == 20
-    assert fingerprint != irds_parts(register(DOCS, QUERIES, QRELS), policy)[1]  # keyed by the dataset id
+    # no docs namespace: keyed by the dataset id, so another dataset does not share it
+    assert fingerprint != irds_parts(register(DOCS, QUERIES, QRELS), policy)[1]
+
+
+def test_irds_fingerprint_follows_the_docs_namespace(register):
+    """Datasets that share documents (train/dev/test of one collection) share the corpus fingerprint."""
+    policy = ReadPolicy()
+    shared = f"dr-test-ns-{uuid.uuid4().hex}"
+    train = irds_parts(register(DOCS, QUERIES, QRELS, namespace=shared), policy)[1]
+    dev = irds_parts(register(DOCS, "q9\tother\n", "q9 0 d2 1\n", namespace=shared), policy)[1]
+    other = irds_parts(register(DOCS, QUERIES, QRELS, namespace=shared + "-x"), policy)[1]
+    assert len(train) == 20
+    assert train == dev
+    assert other != train
+
+
+def test_datasets_without_namespace_do_not_share_a_cached_corpus(register):
+    a = irds_set("a", register(DOCS, QUERIES, QRELS))
+    b = irds_set("b", register("d1\tbananas\nd2\tcherries\n", "q1\tfruit\n", "q1 0 d1 1\n"))
+    assert a.corpus.text("d1") == "goldfish grow in ponds"
+    assert b.corpus.text("d1") == "bananas" and len(b.corpus) == 2
+    assert a.corpus.fingerprint != b.corpus.fingerprint
 
 
 def test_title_only_queries(register):

@@ -21,6 +21,7 @@ def _write(path: Path, data: str | bytes) -> Path:
         ("trec-space.txt", "19335 Q0 1017759 0\n19335 Q0 1082489 3\n47923 Q0 1017759 1\n"),
         ("trec-tab.tsv", "19335\t0\t1017759\t0\n19335\t0\t1082489\t3\n47923\t0\t1017759\t1\n"),
         ("trec-crlf.txt", "19335 Q0 1017759 0\r\n\r\n19335  Q0 1082489   3 \r\n47923 Q0 1017759 1\r\n"),
+        ("trec-mixed.txt", "19335 \tQ0\t 1017759  0\n19335\t\tQ0 1082489\t3\t\n47923 Q0\t1017759 1\n"),
         ("three.tsv", "19335\t1017759\t0\n19335\t1082489\t3\n47923\t1017759\t1\n"),
         ("beir.tsv", "query-id\tcorpus-id\tscore\n19335\t1017759\t0\n19335\t1082489\t3\n47923\t1017759\t1\n"),
         ("float.tsv", "19335\t1017759\t0.0\n19335\t1082489\t3.0\n47923\t1017759\t1\n"),
@@ -65,6 +66,7 @@ def test_gzip(tmp_path):
         ("1 Q0 d1 2", "duplicate judgement for ('1', 'd1')"),
         ("query-id\tcorpus-id\tscore", "relevance 'score' is not a number"),  # a header only counts on line 1
         ("\td9\t1", "malformed line: empty id"),
+        (" \td9 1", "malformed line: empty id"),  # a leading run of separators is one empty field
         (b"1\td\xe9\t1", "not UTF-8: byte 0xe9 at column 4"),
     ],
 )
