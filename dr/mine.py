@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import hydra
 import numpy as np
@@ -18,9 +17,8 @@ from omegaconf import DictConfig
 
 from dr.config import CONFIG_DIR, register_resolvers
 from dr.data.sources import RetrievalSet
-from dr.eval.cache import EmbeddingCache
+from dr.evaluate import build_retriever
 from dr.mining.select import select_negatives
-from dr.models.dual_encoder import DualEncoder
 from dr.negatives.file import write_negatives
 
 logger = logging.getLogger(__name__)
@@ -31,9 +29,7 @@ register_resolvers()
 def main(cfg: DictConfig) -> None:
     start = time.perf_counter()
     train_set: RetrievalSet = instantiate(cfg.data.train, _convert_="all")
-    encoder = DualEncoder(instantiate(cfg.model, _convert_="all"))
-    cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
-    retriever = instantiate(cfg.retriever, _convert_="all")(encoder=encoder, cache=cache)
+    retriever = build_retriever(cfg)  # the same encoder + cache wiring as dr.evaluate
     run = retriever.retrieve(train_set, int(cfg.depth))
     negatives = select_negatives(run, train_set.qrels, tuple(cfg.window), int(cfg.per_query),
                                  np.random.default_rng(int(cfg.seed)), cfg.sampling)
