@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
@@ -26,7 +27,10 @@ from dr.data.dev import dev_set
 from dr.data.groups import GroupSchedule, split_dev
 from dr.eval.cache import EmbeddingCache
 from dr.eval.evaluator import Evaluator, write_json
+from dr.mining.miner import Miner
 from dr.models.dual_encoder import DualEncoder
+from dr.retrievers.dense import DenseRetriever
+from dr.trainer.adore import AdoreObjective
 from dr.trainer.callbacks import CheckpointCallback, EvalCallback, LogCallback
 from dr.trainer.checkpoint import TrainState, load_checkpoint, resolve_resume
 from dr.trainer.config import TrainerConfig
@@ -62,7 +66,17 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
             # non-reentrant: a shared tower is used twice per step, which reentrant checkpointing under
             # DDP rejects ("mark a variable ready only once")
             tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    objective = ContrastiveObjective(encoder, loss, cross_device=tcfg.cross_device)
+    cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
+    if cfg.get("objective") is not None:  # ADORE: query encoder against a fixed passage index
+        adore_cfg = instantiate(cfg.objective, _convert_="all")
+        with accelerator.main_process_first():  # the main process encodes (or finds it cached) first
+            emb = DenseRetriever(encoder, cache=cache).corpus_embeddings(train_set.corpus)
+        corpus = train_set.corpus
+        positives = {q: [d for d, g in train_set.qrels[q].items() if g >= train_set.rel_level and d in corpus]
+                     for q in train_qids}
+        objective = AdoreObjective(encoder, adore_cfg, emb, corpus.ids[corpus.active_rows], positives)
+    else:
+        objective = ContrastiveObjective(encoder, loss, cross_device=tcfg.cross_device)
     optimizer = instantiate(cfg.optimizer, _convert_="all")(params=_param_groups(objective, tcfg.weight_decay))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(tcfg.warmup_ratio * tcfg.max_steps), tcfg.max_steps)
     # The scheduler is not prepared: Accelerate would step it once per process, since it assumes a
@@ -74,7 +88,19 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     if resume_from is not None:
         state, negatives = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler,
                                            accelerator.process_index)
-    if negatives is None and cfg.get("negatives") is not None:
+    miner = mining_encoder = None
+    if cfg.get("miner") is not None:
+        if cfg.get("negatives") is not None:
+            raise ValueError("choose one source of hard negatives: negatives=... or miner=..., not both")
+        miner_cfg = instantiate(cfg.miner, _convert_="all")
+        miner_cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings", memory_entries=0) if cfg.cache_embeddings else None
+        miner = Miner(miner_cfg, miner_cache)
+        if miner_cfg.model:  # a fixed model mines (STAR's warm-up model); it is never trained
+            mining_encoder = DualEncoder(dataclasses.replace(encoder_cfg, name_or_path=miner_cfg.model,
+                                                             shared=True, device="auto"))
+            mining_encoder.to(accelerator.device).eval().requires_grad_(False)
+        negatives = negatives if negatives is not None else {}
+    elif negatives is None and cfg.get("negatives") is not None:
         negatives = instantiate(cfg.negatives, _convert_="all").negatives(train_set, train_qids)
     global_batch = tcfg.batch_size * accelerator.num_processes
     schedule = GroupSchedule(train_set, train_qids, negatives, tcfg.negatives_per_query, global_batch, tcfg.seed)
@@ -82,7 +108,6 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     if tcfg.select_metric not in cfg.measures:
         raise ValueError(f"trainer.select_metric={tcfg.select_metric!r} is not in measures={list(cfg.measures)}")
     evaluator = Evaluator(measures=list(cfg.measures), depth=int(cfg.depth))
-    cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
     retriever = instantiate(cfg.retriever, _convert_="all")
     if not isinstance(retriever, functools.partial):
         raise ValueError("dr.train evaluates the model it trains: use retriever=dense (BM25 runs in dr.evaluate)")
@@ -96,7 +121,8 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
                      tcfg.select_metric),
         CheckpointCallback(out_dir, tcfg.save_every, tcfg.keep_checkpoints),
     ]
-    return Trainer(tcfg, accelerator, model, optimizer, scheduler, schedule, callbacks, state, negatives)
+    return Trainer(tcfg, accelerator, model, optimizer, scheduler, schedule, callbacks, state, negatives,
+                   miner=miner, mining_encoder=mining_encoder)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -120,8 +146,13 @@ def main(cfg: DictConfig) -> dict:
     trainer.train()
     wall = time.perf_counter() - start
     if trainer.accelerator.is_main_process:
+        refresh_s = sum(r["total_s"] for r in trainer.refreshes)
         write_json(out_dir / "timings.json", {"wall_s": wall, "steps": trainer.state.step,
-                                              "world_size": trainer.accelerator.num_processes})
+                                              "world_size": trainer.accelerator.num_processes,
+                                              "refreshes": len(trainer.refreshes), "refresh_s": refresh_s,
+                                              "train_loop_s": trainer.loop_s,
+                                              "refresh_fraction_of_training": refresh_s / trainer.loop_s
+                                              if trainer.loop_s else 0.0})
         print(f"run dir: {out_dir}  export: {out_dir / 'export'}  wall: {wall:.0f}s")
     final = next((cb.final for cb in trainer.callbacks if isinstance(cb, EvalCallback)), {})
     trainer.accelerator.end_training()

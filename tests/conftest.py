@@ -55,7 +55,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     wp = BertWordPieceTokenizer(lowercase=True)
     wp.train_from_iterator(corpus_text() * 4, vocab_size=400, min_frequency=1, show_progress=False)
     wp.save_model(str(out))
-    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)
+    # from the trained tokenizer object: transformers 5 ignores `vocab_file=` here (every token would be [UNK])
+    tokenizer = BertTokenizerFast(tokenizer_object=wp._tokenizer, do_lower_case=True)
+    assert tokenizer.tokenize("goldfish ponds") == ["goldfish", "ponds"], "tiny tokenizer lost its vocab"
     tokenizer.save_pretrained(out)
     torch.manual_seed(0)
     config = BertConfig(

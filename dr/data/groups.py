@@ -48,11 +48,12 @@ class GroupSchedule:
     ) -> None:
         if global_batch > len(qids):
             raise ValueError(f"global batch {global_batch} is larger than the {len(qids)} training queries")
-        if negatives_per_query and not negatives:
-            raise ValueError("negatives_per_query > 0 needs a negatives source (negatives=bm25 or negatives=file)")
+        if negatives_per_query and negatives is None:
+            raise ValueError("negatives_per_query > 0 needs a negatives source (negatives=bm25, negatives=file "
+                             "or a miner)")
         self.train_set = train_set
         self.qids = qids
-        self.negatives = negatives or {}
+        self.negatives = {}
         self.n_neg = negatives_per_query
         self.global_batch = global_batch
         self.seed = seed
@@ -61,10 +62,16 @@ class GroupSchedule:
             q: sorted(d for d, g in train_set.qrels[q].items() if g >= train_set.rel_level and d in train_set.corpus)
             for q in qids
         }
-        missing = [q for q in qids if negatives_per_query and not self.negatives.get(q)]
+        if negatives:  # a miner passes {} and sets them before step 0
+            self.set_negatives(negatives)
+
+    def set_negatives(self, negatives: dict[str, list[str]]) -> None:
+        """Swap the pool the groups draw negatives from (a miner refresh)."""
+        self.negatives = negatives
+        missing = [q for q in self.qids if self.n_neg and not negatives.get(q)]
         if missing:
             logger.warning("%d of %d training queries have no hard negative; they get random passages",
-                           len(missing), len(qids))
+                           len(missing), len(self.qids))
 
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, batch within epoch) of global step `step` (0-based)."""

@@ -10,30 +10,66 @@ import torch
 import torch.nn.functional as F
 
 
-def softmax_cross_entropy(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def own_group_mask(targets: torch.Tensor, group: int, columns: int) -> torch.Tensor:
+    """(B, P) bool: True on each query's own group (its positive and its own hard negatives)."""
+    col = torch.arange(columns, device=targets.device)[None, :]
+    return (col >= targets[:, None]) & (col < targets[:, None] + group)
+
+
+def softmax_cross_entropy(scores: torch.Tensor, targets: torch.Tensor,
+                          candidates: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE / DPR loss: -log softmax(scores)[target], averaged over queries.
 
-    scores: (B, P) already divided by the temperature; targets: (B,) long. Returns a scalar.
+    scores: (B, P) already divided by the temperature; targets: (B,) long; `candidates` (B, P) bool
+    limits each query's softmax to those columns (ANCE: its positive and its own negatives).
     """
+    if candidates is not None:
+        scores = scores.masked_fill(~candidates, float("-inf"))
     return F.cross_entropy(scores, targets)
 
 
-def _pos_and_negs(scores: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pos_and_negs(scores: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     pos = scores.gather(1, targets[:, None])  # (B, 1)
-    neg_mask = torch.ones_like(scores, dtype=torch.bool)
-    neg_mask.scatter_(1, targets[:, None], False)  # (B, P): every column except the positive
+    neg_mask = torch.ones_like(scores, dtype=torch.bool) if candidates is None else candidates.clone()
+    neg_mask.scatter_(1, targets[:, None], False)  # (B, P): every (candidate) column except the positive
     return pos, scores, neg_mask
 
 
-def pairwise_hinge(scores: torch.Tensor, targets: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+def pairwise_hinge(scores: torch.Tensor, targets: torch.Tensor, margin: float = 1.0,
+                   candidates: torch.Tensor | None = None) -> torch.Tensor:
     """mean over (query, negative) pairs of max(0, margin - s_pos + s_neg). scores (B, P), targets (B,)."""
-    pos, all_scores, neg_mask = _pos_and_negs(scores, targets)
+    pos, all_scores, neg_mask = _pos_and_negs(scores, targets, candidates)
     losses = F.relu(margin - pos + all_scores)  # (B, P)
     return losses[neg_mask].mean()
 
 
-def ranknet(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """RankNet (Burges et al., 2005): mean over pairs of log(1 + exp(s_neg - s_pos)). scores (B, P)."""
-    pos, all_scores, neg_mask = _pos_and_negs(scores, targets)
+def ranknet(scores: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
+    """RankNet (Burges et al., 2005): mean over pairs of log(1 + exp(s_neg - s_pos)). scores (B, P).
+
+    Over all in-batch columns this is STAR's loss (Zhan et al., SIGIR 2021): a two-way softmax of the
+    positive against each random (other queries' passages) and each hard negative, one mean over all
+    pairs."""
+    pos, all_scores, neg_mask = _pos_and_negs(scores, targets, candidates)
     losses = F.softplus(all_scores - pos)  # (B, P)
     return losses[neg_mask].mean()
+
+
+def metric_weighted_pairwise(scores: torch.Tensor, labels: torch.Tensor, cut: int | None = None) -> torch.Tensor:
+    """ADORE's LambdaRank-style loss for one query (Zhan et al., SIGIR 2021, Sec. 5).
+
+    `scores` (n,): the query's scores of its candidates in their current rank order (best first, as
+    retrieved); `labels` (n,) bool: relevant. Every (relevant i, irrelevant j) pair costs
+    log(1 + exp(s_j - s_i)) weighted by |1/r_i - 1/r_j|, the change in reciprocal rank when i and j swap
+    places (ranks 1-based; 1/r is 0 past `cut`, i.e. MRR@cut). Sum over pairs / number of pairs.
+    """
+    n = scores.shape[0]
+    inv = 1.0 / torch.arange(1, n + 1, dtype=scores.dtype, device=scores.device)
+    if cut is not None:
+        inv[cut:] = 0
+    weights = (inv[:, None] - inv[None, :]).abs()  # (n, n)
+    pairs = labels[:, None] & ~labels[None, :]  # i relevant, j not
+    if not pairs.any():
+        return scores.sum() * 0.0
+    cost = F.softplus(scores[None, :] - scores[:, None])  # [i, j] = log(1 + exp(s_j - s_i))
+    return (cost * weights)[pairs].sum() / pairs.sum()

@@ -48,6 +48,15 @@ class LogCallback:
             for k, v in logs.items():
                 self._writer.add_scalar(f"train/{k}", v, step)
 
+    def on_refresh(self, trainer, record: dict) -> None:
+        if not trainer.accelerator.is_main_process:
+            return
+        with open(self.out_dir / "refresh.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._writer is not None:
+            for k in ("total_s", "encode_s", "index_s", "search_s"):
+                self._writer.add_scalar(f"refresh/{k}", record[k], record["step"])
+
     def on_train_end(self, trainer) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -74,8 +83,10 @@ class EvalCallback:
         if trainer.accelerator.is_main_process:
             start = time.perf_counter()
             self.retriever.encoder = trainer.objective.encoder
-            if self.retriever.cache is not None:  # only the untrained model's embeddings go to disk
-                self.retriever.cache.persist = trainer.state.step == 0
+            if self.retriever.cache is not None:
+                # to disk: the untrained model's embeddings and the final (exported) model's, which
+                # dr.evaluate and runs that start from the export (ADORE, JPQ, AR2) reuse
+                self.retriever.cache.persist = trainer.state.step == 0 or tag == "test"
             metrics = self.evaluator.evaluate(self.retriever, sets)
             record = {"step": trainer.state.step, "tag": tag, "metrics": metrics,
                       "eval_s": time.perf_counter() - start}

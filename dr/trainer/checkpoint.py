@@ -31,6 +31,7 @@ class TrainState:
     best_metric: float | None = None
     best_step: int | None = None
     negatives_version: int = 0
+    negatives_step: int | None = None  # step before which the negatives in hand were mined
     history: list[dict] = field(default_factory=list)
 
 

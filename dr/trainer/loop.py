@@ -16,6 +16,8 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from dr.data.groups import Group, GroupSchedule
+from dr.mining.miner import Miner
+from dr.models.dual_encoder import DualEncoder
 from dr.trainer.checkpoint import TrainState
 from dr.trainer.config import TrainerConfig
 from dr.trainer.grad_cache import grad_cache_backward
@@ -42,6 +44,10 @@ class Trainer:
     state: TrainState = field(default_factory=TrainState)
     negatives: dict[str, list[str]] | None = None
     should_stop: bool = False
+    miner: Miner | None = None
+    mining_encoder: DualEncoder | None = None  # a fixed model to mine with; None: the model in training
+    refreshes: list[dict] = field(default_factory=list)
+    loop_s: float = 0.0  # seconds in the step loop (training steps and refreshes, not the final evaluation)
 
     @property
     def objective(self) -> ContrastiveObjective:
@@ -64,9 +70,13 @@ class Trainer:
         self.model.train()
         bar = tqdm(total=cfg.max_steps, initial=self.state.step, desc="train",
                    disable=not self.accelerator.is_main_process)
+        loop_start = time.perf_counter()
         while self.state.step < cfg.max_steps and not self.should_stop:
+            refresh = self.maybe_refresh(self.state.step)
             start = time.perf_counter()
             logs = self.training_step(self.state.step)
+            if refresh is not None:
+                logs.update({f"refresh_{k}": refresh[k] for k in ("total_s", "encode_s", "index_s", "search_s")})
             logs["queries_per_s"] = cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes / (
                 time.perf_counter() - start)
             self.state.step += 1
@@ -75,9 +85,31 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_step_end(self, logs)
         bar.close()
+        self.loop_s = time.perf_counter() - loop_start
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.state
+
+    def maybe_refresh(self, step: int) -> dict | None:
+        """Mine new negatives before `step` when the miner's schedule says so (every process takes part)."""
+        if self.miner is None or not self.miner.config.due(step, self.state.negatives_step):
+            return None
+        encoder = self.mining_encoder or self.objective.encoder
+        version = self.state.negatives_version + 1
+        # an unchanged model's corpus embeddings are worth keeping on disk (reruns, the evaluator)
+        persist = step == 0 or self.mining_encoder is not None
+        negatives, stats = self.miner.refresh(encoder, self.schedule.train_set, self.schedule.qids, step, version,
+                                              persist)
+        self.model.train()
+        self.negatives = negatives
+        self.schedule.set_negatives(negatives)
+        self.state.negatives_version, self.state.negatives_step = version, step
+        record = stats.as_dict()
+        self.refreshes.append(record)
+        for cb in self.callbacks:
+            if hasattr(cb, "on_refresh"):
+                cb.on_refresh(self, record)
+        return record
 
     def training_step(self, step: int) -> dict:
         """One optimizer update over `grad_accum` micro-batches; returns averaged logs."""
@@ -85,14 +117,17 @@ class Trainer:
         totals: dict[str, float] = {}
         for micro in range(cfg.grad_accum):
             groups = self.local_groups(step * cfg.grad_accum + micro)
-            queries, passages = [g.query for g in groups], self.passage_texts(groups)
             sync = micro == cfg.grad_accum - 1
             with (nullcontext() if sync else acc.no_sync(self.model)), acc.autocast():
-                if cfg.grad_cache_chunk:
+                if hasattr(self.objective, "inputs"):  # objectives that take no passage texts (ADORE)
+                    loss, logs = self.model(**self.objective.inputs(groups))
+                    acc.backward(loss / cfg.grad_accum)
+                elif cfg.grad_cache_chunk:
+                    queries, passages = [g.query for g in groups], self.passage_texts(groups)
                     loss, logs = grad_cache_backward(self.model, self.objective, acc, queries, passages,
                                                      cfg.grad_cache_chunk, scale=1.0 / cfg.grad_accum)
                 else:
-                    loss, logs = self.model(queries, passages)
+                    loss, logs = self.model([g.query for g in groups], self.passage_texts(groups))
                     acc.backward(loss / cfg.grad_accum)
             for k, v in logs.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum

@@ -68,7 +68,7 @@ class ContrastiveObjective(nn.Module):
             q, p = gather_with_grad(q), gather_with_grad(p)  # (W*B, H), (W*B*G, H)
         scores = self.encoder.score(q, p)  # (W*B, W*B*G)
         targets = torch.arange(q.shape[0], device=q.device) * group  # positive of query i is column i*G
-        loss = self.loss(scores, targets)
+        loss = self.loss(scores, targets, group)
         with torch.no_grad():
             acc = (scores.argmax(dim=1) == targets).float().mean()
         logs = {"loss": float(loss.detach()), "train_acc": float(acc)}

@@ -37,3 +37,32 @@ def test_loss_config_dispatch_and_validation():
     assert float(LossConfig("ranknet")(SCORES, TARGETS)) == pytest.approx(float(ranknet(SCORES, TARGETS)))
     with pytest.raises(ValueError, match="loss.name"):
         LossConfig("softmax")
+
+
+def test_adore_metric_weighted_pairwise_hand_worked():
+    from dr.losses import metric_weighted_pairwise
+
+    s = torch.tensor([2.0, 1.0, 0.5], requires_grad=True)  # current rank order; the relevant one is 2nd
+    labels = torch.tensor([False, True, False])
+    # pairs (rel 2nd, irrel 1st): |1/2 - 1| * log(1 + e^(2 - 1)); (rel 2nd, irrel 3rd): |1/2 - 1/3| * log(1 + e^(0.5 - 1))
+    expected = (0.5 * math.log(1 + math.e) + (1 / 6) * math.log(1 + math.exp(-0.5))) / 2
+    loss = metric_weighted_pairwise(s, labels)
+    assert float(loss) == pytest.approx(expected, abs=1e-6)
+    # MRR@2: the 3rd rank's reciprocal rank is 0, so its pair weighs |1/2 - 0|
+    expected_cut = (0.5 * math.log(1 + math.e) + 0.5 * math.log(1 + math.exp(-0.5))) / 2
+    assert float(metric_weighted_pairwise(s, labels, cut=2)) == pytest.approx(expected_cut, abs=1e-6)
+    loss.backward()
+    assert s.grad[1] < 0 and s.grad[0] > 0 and s.grad[2] > 0  # descent raises the relevant, lowers the others
+    assert float(metric_weighted_pairwise(s, torch.tensor([False, False, False]))) == 0.0
+
+
+def test_own_group_only_cross_entropy_is_ance_nll():
+    from dr.losses.registry import LossConfig
+
+    scores = torch.tensor([[3.0, 1.0, 5.0, 0.0], [2.0, 4.0, 1.0, 0.5]])  # 2 queries x (pos, neg) groups
+    targets = torch.tensor([0, 2])
+    loss = LossConfig(name="cross_entropy", in_batch=False)(scores, targets, group=2)
+    manual = (-torch.log_softmax(torch.tensor([3.0, 1.0]), 0)[0] - torch.log_softmax(torch.tensor([1.0, 0.5]), 0)[0]) / 2
+    assert float(loss) == pytest.approx(float(manual), abs=1e-6)
+    full = LossConfig(name="cross_entropy")(scores, targets, group=2)
+    assert float(full) != pytest.approx(float(manual), abs=1e-3)

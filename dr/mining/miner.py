@@ -1,0 +1,288 @@
+"""Dynamic hard-negative mining over a periodically rebuilt FAISS index (ANCE; STAR's static negatives).
+
+A refresh encodes the corpus with the current passage encoder, indexes it, searches the training
+queries and turns the ranking into negatives with `select_negatives`. Under `torch.distributed` each
+process encodes and indexes only its contiguous shard of the corpus and searches all training queries
+against it; the per-shard top-k lists are gathered and merged into one top-k. So no process holds the
+corpus embeddings twice, memory grows linearly with the corpus, and no queries-by-corpus score matrix
+is ever built (faiss returns the top-k only). Every process ends with the same negatives.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch.distributed as dist
+
+from dr.data.sources import RetrievalSet
+from dr.eval.cache import EmbeddingCache
+from dr.index import IndexConfig, build_index
+from dr.mining.select import Run, select_negatives
+from dr.models.dual_encoder import DualEncoder
+from dr.retrievers.dense import DenseRetriever
+
+logger = logging.getLogger(__name__)
+
+# (query text, passage texts) -> relevance scores of a cross-encoder; used by the false-negative filter.
+RankerFn = Callable[[str, Sequence[str]], Sequence[float]]
+
+
+@dataclass
+class MinerConfig:
+    """When and how negatives are mined.
+
+    `refresh_every`: steps between refreshes (refresh before step 0, N, 2N, ...); 0 mines once before
+    step 0 and never again (static negatives, as STAR). `depth`: top-k searched per query.
+    `window`: ranks kept, 0-based after positives are removed (ANCE samples from the top 200).
+    `per_query`: candidates kept per query; the batch sampler draws `trainer.negatives_per_query` of
+    them. `sampling`: `uniform` draws `per_query` in the window, `top` keeps the best ones.
+    False-negative filter (applied before the window): drop a candidate whose score is above
+    `fn_fraction` times the query's best positive score (for positive scores), within `fn_margin` of it,
+    or whose cross-encoder score is above `fn_ranker_threshold` (needs a ranker).
+    `passage_max_length`: encode the corpus at this length (null: the model's); `model`: a fixed
+    checkpoint to mine with (STAR's warm-up model) instead of the model being trained.
+    """
+
+    refresh_every: int = 0
+    depth: int = 200
+    window: tuple[int, int] = (0, 200)
+    per_query: int = 200
+    sampling: Literal["uniform", "top"] = "uniform"
+    fn_fraction: float | None = None
+    fn_margin: float | None = None
+    fn_ranker_threshold: float | None = None
+    passage_max_length: int | None = None
+    model: str | None = None
+    index: IndexConfig = field(default_factory=IndexConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.index, dict):
+            self.index = IndexConfig(**self.index)
+        self.window = tuple(self.window)
+        if self.refresh_every < 0:
+            raise ValueError(f"miner.refresh_every must be >= 0, got {self.refresh_every}")
+        if self.depth <= 0 or self.per_query <= 0:
+            raise ValueError(f"miner.depth and miner.per_query must be > 0, got {self.depth}, {self.per_query}")
+        lo, hi = self.window
+        if not 0 <= lo < hi:
+            raise ValueError(f"miner.window must satisfy 0 <= lo < hi, got {list(self.window)}")
+        if self.sampling not in ("uniform", "top"):
+            raise ValueError(f"miner.sampling must be uniform or top, got {self.sampling!r}")
+        if self.fn_fraction is not None and not 0 < self.fn_fraction:
+            raise ValueError(f"miner.fn_fraction must be > 0, got {self.fn_fraction}")
+        if self.fn_margin is not None and self.fn_margin < 0:
+            raise ValueError(f"miner.fn_margin must be >= 0, got {self.fn_margin}")
+
+    def due(self, step: int, last_refresh_step: int | None) -> bool:
+        """Refresh before `step`? `last_refresh_step` is the step of the negatives in hand (None: none)."""
+        if last_refresh_step == step:
+            return False
+        if self.refresh_every == 0:
+            return last_refresh_step is None
+        return step % self.refresh_every == 0 or last_refresh_step is None
+
+
+def world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_gather(obj):
+    rank, size = world()
+    if size == 1:
+        return [obj]
+    out = [None] * size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+@contextlib.contextmanager
+def passage_length(encoder: DualEncoder, length: int | None) -> Iterator[None]:
+    """Temporarily encode passages at `length` tokens."""
+    if length is None:
+        yield
+        return
+    old = encoder.config.passage_max_length
+    encoder.config.passage_max_length = length
+    try:
+        yield
+    finally:
+        encoder.config.passage_max_length = old
+
+
+def shard_rows(rows: np.ndarray, rank: int, size: int) -> np.ndarray:
+    """Contiguous shard `rank` of `size` (sizes differ by at most one)."""
+    return np.array_split(rows, size)[rank]
+
+
+def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-shard (scores (Q, k_s), global rows (Q, k_s)) -> the overall top-k, best first; ties by row.
+    Missing hits (row -1) sort last."""
+    scores = np.concatenate([p[0] for p in parts], axis=1)
+    rows = np.concatenate([p[1] for p in parts], axis=1)
+    scores = np.where(rows < 0, -np.inf, scores)
+    order = np.lexsort((rows, -scores), axis=1)[:, :k]  # primary: score desc; secondary: row asc
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+
+
+def filter_false_negatives(
+    run: Run,
+    positive_scores: dict[str, float],
+    fraction: float | None,
+    margin: float | None,
+    ranker_scores: dict[str, dict[str, float]] | None = None,
+    ranker_threshold: float | None = None,
+) -> tuple[Run, int]:
+    """Drop candidates that look like unjudged positives; returns (filtered run, dropped count).
+
+    `fraction`: score > fraction * best positive score; `margin`: score > best positive - margin;
+    `ranker_threshold`: cross-encoder score > threshold. Queries without a positive score keep all."""
+    out: Run = {}
+    dropped = 0
+    for qid, docs in run.items():
+        pos = positive_scores.get(qid, -np.inf)
+        limits = []
+        if fraction is not None and np.isfinite(pos):
+            limits.append(fraction * pos)
+        if margin is not None and np.isfinite(pos):
+            limits.append(pos - margin)
+        cut = min(limits) if limits else np.inf
+        ranked = (ranker_scores or {}).get(qid, {})
+        kept = {d: s for d, s in docs.items()
+                if s <= cut and not (ranker_threshold is not None and ranked.get(d, -np.inf) > ranker_threshold)}
+        dropped += len(docs) - len(kept)
+        out[qid] = kept
+    return out, dropped
+
+
+@dataclass
+class RefreshStats:
+    version: int
+    step: int
+    passages: int
+    encode_s: float
+    index_s: float
+    search_s: float
+    total_s: float
+    queries: int
+    filtered: int
+    negatives_per_query: float
+    cache_hit: bool
+
+    @property
+    def passages_per_s(self) -> float:
+        return self.passages / self.encode_s if self.encode_s else float("nan")
+
+    def as_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return {**asdict(self), "passages_per_s": self.passages_per_s}
+
+
+class Miner:
+    """Refreshes hard negatives for the training queries; `refresh` is collective under distributed."""
+
+    def __init__(self, config: MinerConfig, cache: EmbeddingCache | None = None,
+                 ranker: RankerFn | None = None) -> None:
+        if config.fn_ranker_threshold is not None and ranker is None:
+            raise ValueError("miner.fn_ranker_threshold needs a ranker (configure ranker=...)")
+        self.config = config
+        self.cache = cache
+        self.ranker = ranker
+
+    def search(self, encoder: DualEncoder, train_set: RetrievalSet, qids: Sequence[str], persist: bool = False
+               ) -> tuple[Run, dict[str, float], dict]:
+        """Top-`depth` run of `qids` over the whole corpus, the best positive score per query, timings.
+        `persist`: write the corpus embeddings to the disk cache (worth it only for an unchanged model)."""
+        cfg, corpus = self.config, train_set.corpus
+        if self.cache is not None:
+            self.cache.persist = persist
+        rank, size = world()
+        timing = {"encode_s": 0.0, "index_s": 0.0, "search_s": 0.0, "passages": 0, "cache_hit": False}
+        rows = corpus.active_rows
+        mine = shard_rows(rows, rank, size)
+        with passage_length(encoder, cfg.passage_max_length):
+            start = time.perf_counter()
+            if size == 1:  # same path (and cache key) as the evaluator: an unchanged model is not re-encoded
+                retriever = DenseRetriever(encoder, cfg.index, self.cache)
+                emb = retriever.corpus_embeddings(corpus)
+                timing["cache_hit"] = retriever.stats.cache_hits > 0
+                timing["passages"] = retriever.stats.passages
+            else:
+                emb = encoder.encode_passages(corpus.texts(mine), desc=f"mine {corpus.source} [{rank}/{size}]")
+                timing["passages"] = len(mine)
+            timing["encode_s"] = time.perf_counter() - start
+        # queries: each process encodes a shard, then all processes get all of them
+        q_shard = shard_rows(np.arange(len(qids)), rank, size)
+        q_local = encoder.encode_queries([train_set.queries[qids[i]] for i in q_shard], desc="mine queries")
+        q = np.concatenate(_all_gather(q_local), axis=0) if size > 1 else q_local
+
+        start = time.perf_counter()
+        index = build_index(emb, cfg.index)
+        timing["index_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        k = min(cfg.depth, len(mine))
+        scores, local = index.search(q, k)
+        global_rows = np.where(local >= 0, mine[np.clip(local, 0, None)], -1)
+        # best positive score per query among the positives in this shard (for the false-negative filter)
+        pos_best = np.full(len(qids), -np.inf, dtype=np.float64)
+        if cfg.fn_fraction is not None or cfg.fn_margin is not None:
+            where = {int(r): i for i, r in enumerate(mine)}
+            temp = encoder.config.temperature
+            for i, qid in enumerate(qids):
+                pos = [d for d, g in train_set.qrels[qid].items() if g >= train_set.rel_level and d in corpus]
+                local_pos = [where[int(r)] for r in corpus.rows_of(pos) if int(r) in where] if pos else []
+                if local_pos:
+                    pos_best[i] = float(np.max(emb[local_pos] @ q[i])) / temp
+        del index
+        if size > 1:
+            parts = _all_gather((scores, global_rows))
+            scores, global_rows = merge_topk(parts, cfg.depth)
+            pos_best = np.max(np.stack(_all_gather(pos_best)), axis=0)
+        timing["search_s"] = time.perf_counter() - start
+        # faiss scores are raw inner products; the model's scores divide by the temperature
+        scores = scores / encoder.config.temperature
+        docids = corpus.ids
+        run: Run = {}
+        for i, qid in enumerate(qids):
+            keep = global_rows[i] >= 0
+            run[qid] = dict(zip(docids[global_rows[i][keep]].tolist(), scores[i][keep].astype(float).tolist()))
+        positive_scores = {qid: float(pos_best[i]) for i, qid in enumerate(qids)}
+        return run, positive_scores, timing
+
+    def refresh(self, encoder: DualEncoder, train_set: RetrievalSet, qids: Sequence[str], step: int,
+                version: int, persist: bool = False) -> tuple[dict[str, list[str]], RefreshStats]:
+        """New negatives for `qids` mined with `encoder`; identical on every process."""
+        cfg = self.config
+        start = time.perf_counter()
+        run, positive_scores, timing = self.search(encoder, train_set, qids, persist)
+        ranker_scores = None
+        if cfg.fn_ranker_threshold is not None:
+            ranker_scores = {}
+            for qid, docs in run.items():
+                ids = list(docs)
+                texts = train_set.corpus.texts(train_set.corpus.rows_of(ids)) if ids else []
+                ranker_scores[qid] = dict(zip(ids, map(float, self.ranker(train_set.queries[qid], texts))))
+        run, filtered = filter_false_negatives(run, positive_scores, cfg.fn_fraction, cfg.fn_margin,
+                                               ranker_scores, cfg.fn_ranker_threshold)
+        rng = np.random.default_rng([cfg.seed, version])
+        negatives = select_negatives(run, {q: train_set.qrels[q] for q in qids}, cfg.window, cfg.per_query,
+                                     rng, cfg.sampling)
+        stats = RefreshStats(
+            version=version, step=step, passages=int(timing["passages"]), encode_s=timing["encode_s"],
+            index_s=timing["index_s"], search_s=timing["search_s"], total_s=time.perf_counter() - start,
+            queries=len(qids), filtered=filtered,
+            negatives_per_query=float(np.mean([len(v) for v in negatives.values()])) if negatives else 0.0,
+            cache_hit=bool(timing["cache_hit"]),
+        )
+        logger.info("miner refresh v%d at step %d: encode %.1fs (%d passages), index %.1fs, search %.1fs, "
+                    "%d false negatives dropped, %.1f negatives/query", version, step, stats.encode_s,
+                    stats.passages, stats.index_s, stats.search_s, filtered, stats.negatives_per_query)
+        return negatives, stats

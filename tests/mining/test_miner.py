@@ -1,0 +1,139 @@
+"""The dynamic miner: exact top-k, positives never returned, false-negative filter, sharded = single."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from dr.data.sources import beir_set
+from dr.index import IndexConfig
+from dr.mining.miner import Miner, MinerConfig, filter_false_negatives, merge_topk
+from dr.models.dual_encoder import DualEncoder, EncoderConfig
+
+
+def encoder(model_dir) -> DualEncoder:
+    enc = DualEncoder(EncoderConfig(str(model_dir), pooling="mean", score="dot", temperature=0.5,
+                                    passage_max_length=32, show_progress=False))
+    # a random BERT's tiny word embeddings make texts of equal length tie; scaled up, words decide
+    with torch.no_grad():
+        enc.query_model.embeddings.word_embeddings.weight.mul_(50)
+    return enc
+
+
+def train_set(data_dir: Path):
+    return beir_set("scifact-train", str(data_dir / "scifact"), "train")
+
+
+def test_search_equals_brute_force(tiny_model_dir, train_data_dir):
+    ts, enc = train_set(train_data_dir), encoder(tiny_model_dir)
+    qids = sorted(ts.queries)
+    run, pos_best, _ = Miner(MinerConfig(depth=5, fn_fraction=1.0)).search(enc, ts, qids)
+    rows = ts.corpus.active_rows
+    p = enc.encode_passages(ts.corpus.texts(rows))
+    q = enc.encode_queries([ts.queries[x] for x in qids])
+    s = q @ p.T / 0.5  # the model's scores: dot / temperature
+    ids = ts.corpus.ids[rows]
+    for i, qid in enumerate(qids):
+        top = np.argsort(-s[i], kind="stable")[:5]
+        assert sorted(run[qid]) == sorted(ids[top].tolist())
+        np.testing.assert_allclose(sorted(run[qid].values()), sorted(s[i, top]), rtol=1e-5, atol=1e-5)
+        pos = [j for j, d in enumerate(ids) if ts.qrels[qid].get(d, 0) > 0]
+        assert pos_best[qid] == pytest.approx(s[i, pos].max(), abs=1e-4)
+
+
+def test_positives_never_come_back_and_window_is_applied(tiny_model_dir, train_data_dir):
+    ts, enc = train_set(train_data_dir), encoder(tiny_model_dir)
+    qids = sorted(ts.queries)
+    miner = Miner(MinerConfig(depth=12, window=(1, 6), per_query=3, sampling="top"))
+    negs, stats = miner.refresh(enc, ts, qids, step=0, version=1)
+    run, _, _ = miner.search(enc, ts, qids)
+    for qid in qids:
+        positives = {d for d, g in ts.qrels[qid].items() if g > 0}
+        assert negs[qid] and not positives & set(negs[qid])
+        ranked = [d for d, _ in sorted(run[qid].items(), key=lambda kv: (-kv[1], kv[0])) if d not in positives]
+        assert negs[qid] == ranked[1:4]  # window [1, 6): skip the top one; `top` keeps the first 3
+    assert stats.queries == len(qids) and stats.negatives_per_query == 3
+
+
+def test_uniform_sampling_is_deterministic_for_a_seed(tiny_model_dir, train_data_dir):
+    ts, enc = train_set(train_data_dir), encoder(tiny_model_dir)
+    qids = sorted(ts.queries)
+    a = Miner(MinerConfig(depth=12, per_query=3, seed=1)).refresh(enc, ts, qids, 0, 1)[0]
+    b = Miner(MinerConfig(depth=12, per_query=3, seed=1)).refresh(enc, ts, qids, 0, 1)[0]
+    c = Miner(MinerConfig(depth=12, per_query=3, seed=1)).refresh(enc, ts, qids, 0, 2)[0]
+    assert a == b and a != c  # a new version draws anew
+
+
+def test_refresh_schedule():
+    static, every3 = MinerConfig(refresh_every=0), MinerConfig(refresh_every=3)
+    assert [s for s in range(10) if static.due(s, None if s == 0 else 0)] == [0]
+    last, due = None, []
+    for step in range(10):
+        if every3.due(step, last):
+            due.append(step)
+            last = step
+    assert due == [0, 3, 6, 9]
+    assert every3.due(4, None)  # resumed without negatives: mine now
+    assert not every3.due(3, 3)  # resumed at a step whose refresh is already in hand
+
+
+def test_merge_topk_across_shards():
+    a = (np.array([[5.0, 1.0]]), np.array([[10, 11]]))
+    b = (np.array([[3.0, -1.0]]), np.array([[20, -1]]))
+    scores, rows = merge_topk([a, b], 3)
+    assert rows.tolist() == [[10, 20, 11]] and scores.tolist() == [[5.0, 3.0, 1.0]]
+
+
+def test_false_negative_filter_by_fraction_margin_and_ranker():
+    run = {"q": {"a": 9.5, "b": 8.0, "c": 2.0}, "r": {"a": 1.0}}
+    out, dropped = filter_false_negatives(run, {"q": 10.0, "r": -math.inf}, fraction=0.9, margin=None)
+    assert out == {"q": {"b": 8.0, "c": 2.0}, "r": {"a": 1.0}} and dropped == 1
+    out, _ = filter_false_negatives(run, {"q": 10.0}, fraction=None, margin=2.5)
+    assert out["q"] == {"c": 2.0}
+    ranker = {"q": {"b": 0.99, "c": 0.1}}
+    out, dropped = filter_false_negatives(run, {}, None, None, ranker, ranker_threshold=0.5)
+    assert out["q"] == {"a": 9.5, "c": 2.0} and dropped == 1
+
+
+def test_ranker_threshold_in_refresh_and_required(tiny_model_dir, train_data_dir):
+    ts, enc = train_set(train_data_dir), encoder(tiny_model_dir)
+    qids = sorted(ts.queries)
+    with pytest.raises(ValueError, match="needs a ranker"):
+        Miner(MinerConfig(fn_ranker_threshold=0.5))
+    first = Miner(MinerConfig(depth=12, per_query=12, sampling="top")).refresh(enc, ts, qids, 0, 1)[0]
+    banned = {first[q][0] for q in qids}
+    fake = lambda query, texts: [1.0 if any(ts.corpus.text(b) == t for b in banned) else 0.0 for t in texts]
+    negs = Miner(MinerConfig(depth=12, per_query=12, sampling="top", fn_ranker_threshold=0.5), ranker=fake
+                 ).refresh(enc, ts, qids, 0, 1)[0]
+    assert all(not banned & set(negs[q]) for q in qids)
+
+
+def _shard_worker(rank: int, world: int, model_dir: str, data_dir: str, rdv: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{rdv}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    ts = train_set(Path(data_dir))
+    cfg = MinerConfig(depth=6, window=(0, 6), per_query=4, sampling="uniform", fn_margin=0.0,
+                      index=IndexConfig(device="cpu"))
+    negs, stats = Miner(cfg).refresh(encoder(model_dir), ts, sorted(ts.queries), 0, 1)
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"negatives": negs, "passages": stats.passages}))
+    dist.destroy_process_group()
+
+
+def test_two_process_sharded_refresh_equals_one_process(tiny_model_dir, train_data_dir, tmp_path):
+    mp.spawn(_shard_worker, args=(2, str(tiny_model_dir), str(train_data_dir), str(tmp_path / "rdv"), str(tmp_path)),
+             nprocs=2, join=True)
+    ts = train_set(train_data_dir)
+    cfg = MinerConfig(depth=6, window=(0, 6), per_query=4, sampling="uniform", fn_margin=0.0,
+                      index=IndexConfig(device="cpu"))
+    single, _ = Miner(cfg).refresh(encoder(tiny_model_dir), ts, sorted(ts.queries), 0, 1)
+    parts = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert parts[0]["negatives"] == parts[1]["negatives"] == single
+    # each process encoded only its shard of the corpus
+    assert parts[0]["passages"] + parts[1]["passages"] == len(ts.corpus)
+    assert max(p["passages"] for p in parts) < len(ts.corpus)

@@ -1,0 +1,65 @@
+"""`+experiment=ance|star|adore` on the tiny model: refresh schedule, checkpointed negatives, resume,
+and ADORE's frozen passage tower."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from safetensors.numpy import load_file
+
+from tests.trainer.test_train_app import base_args, losses, train
+
+
+def refreshes(run_dir):
+    path = run_dir / "refresh.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_ance_refreshes_on_schedule_and_resume_keeps_negatives(tiny_model, train_data_dir, tmp_path):
+    common = ["+experiment=ance", "trainer.max_steps=5", "miner.refresh_every=2", "miner.depth=20",
+              "miner.window=[0,20]", "miner.per_query=5", "miner.passage_max_length=24", "test_sets=[scifact-test]"]
+    straight = tmp_path / "straight"
+    proc = train([*common, "trainer.save_every=3", "trainer.keep_checkpoints=5", *base_args(tiny_model, straight)],
+                 train_data_dir, tmp_path / "c1")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = refreshes(straight)
+    assert [r["step"] for r in log] == [0, 2, 4] and [r["version"] for r in log] == [1, 2, 3]
+    assert all(r["passages"] > 0 and r["encode_s"] > 0 for r in log[1:])
+    train_log = [json.loads(x) for x in (straight / "train_log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in train_log if "refresh_total_s" in x] == [1, 3, 5]
+    timings = json.loads((straight / "timings.json").read_text())
+    assert timings["refreshes"] == 3 and 0 < timings["refresh_fraction_of_training"] < 1
+    ckpt = straight / "checkpoints" / "step-3"
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["negatives_version"] == 2 and state["negatives_step"] == 2
+    assert (ckpt / "negatives.tsv").read_text().strip()
+    # resume at step 3: negatives of version 2 come back, the step-4 refresh happens, losses match
+    resumed = tmp_path / "resumed"
+    proc = train([*common, f"resume={ckpt}", *base_args(tiny_model, resumed)], train_data_dir, tmp_path / "c2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert [r["step"] for r in refreshes(resumed)] == [4]
+    np.testing.assert_allclose(losses(resumed), losses(straight)[3:], atol=1e-5, rtol=0)
+
+
+def test_star_mines_once_with_a_fixed_warmup_model(tiny_model, train_data_dir, tmp_path):
+    run = tmp_path / "run"
+    proc = train(["+experiment=star", "trainer.max_steps=3", f"miner.model={tiny_model}", "miner.depth=20",
+                  "miner.window=[0,20]", "miner.per_query=5", *base_args(tiny_model, run)],
+                 train_data_dir, tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert [r["step"] for r in refreshes(run)] == [0]
+    assert json.loads((run / "metrics.json").read_text()).keys() >= {"scifact-test"}
+
+
+def test_adore_trains_only_the_query_tower(tiny_model, train_data_dir, tmp_path):
+    run = tmp_path / "run"
+    proc = train(["+experiment=adore", "trainer.max_steps=3", "trainer.batch_size=4", "trainer.eval_every=0",
+                  "trainer.save_every=0", "objective.depth=10", *base_args(tiny_model, run)],
+                 train_data_dir, tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert len(losses(run)) == 3 and all(np.isfinite(losses(run)))
+    start = load_file(str(tiny_model / "model.safetensors"))
+    query = load_file(str(run / "export" / "query" / "model.safetensors"))
+    passage = load_file(str(run / "export" / "passage" / "model.safetensors"))
+    changed = lambda tower: any(not np.array_equal(tower[k], start[k]) for k in start if k in tower)
+    assert changed(query) and not changed(passage)
