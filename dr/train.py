@@ -93,7 +93,8 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
         if cfg.get("negatives") is not None:
             raise ValueError("choose one source of hard negatives: negatives=... or miner=..., not both")
         miner_cfg = instantiate(cfg.miner, _convert_="all")
-        miner_cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings", memory_entries=0) if cfg.cache_embeddings else None
+        miner_cache = (EmbeddingCache(Path(cfg.cache_dir) / "embeddings", memory_entries=0)
+                       if cfg.cache_embeddings else None)
         miner = Miner(miner_cfg, miner_cache)
         if miner_cfg.model:  # a fixed model mines (STAR's warm-up model); it is never trained
             mining_encoder = DualEncoder(dataclasses.replace(encoder_cfg, name_or_path=miner_cfg.model,
@@ -153,6 +154,10 @@ def main(cfg: DictConfig) -> dict:
                                               "train_loop_s": trainer.loop_s,
                                               "refresh_fraction_of_training": refresh_s / trainer.loop_s
                                               if trainer.loop_s else 0.0})
+        if trainer.refreshes:
+            print(f"miner: {len(trainer.refreshes)} refreshes, {refresh_s:.0f}s = "
+                  f"{100 * refresh_s / max(trainer.loop_s, 1e-9):.0f}% of the training loop "
+                  f"({trainer.loop_s:.0f}s); costs in {out_dir / 'refresh.jsonl'}")
         print(f"run dir: {out_dir}  export: {out_dir / 'export'}  wall: {wall:.0f}s")
     final = next((cb.final for cb in trainer.callbacks if isinstance(cb, EvalCallback)), {})
     trainer.accelerator.end_training()

@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import faiss
 import numpy as np
 import torch.distributed as dist
 
 from dr.data.sources import RetrievalSet
 from dr.eval.cache import EmbeddingCache
 from dr.index import IndexConfig, build_index
+from dr.index.faiss_index import gpu_count
 from dr.mining.select import Run, select_negatives
 from dr.models.dual_encoder import DualEncoder
 from dr.retrievers.dense import DenseRetriever
@@ -74,6 +76,8 @@ class MinerConfig:
             raise ValueError(f"miner.window must satisfy 0 <= lo < hi, got {list(self.window)}")
         if self.sampling not in ("uniform", "top"):
             raise ValueError(f"miner.sampling must be uniform or top, got {self.sampling!r}")
+        if self.index.metric != "ip":
+            raise ValueError("miner.index.metric must be ip: the miner ranks by the model's (inner product) score")
         if self.fn_fraction is not None and not 0 < self.fn_fraction:
             raise ValueError(f"miner.fn_fraction must be > 0, got {self.fn_fraction}")
         if self.fn_margin is not None and self.fn_margin < 0:
@@ -122,6 +126,28 @@ def shard_rows(rows: np.ndarray, rank: int, size: int) -> np.ndarray:
     return np.array_split(rows, size)[rank]
 
 
+def search_shard(emb: np.ndarray, rows: np.ndarray, queries: np.ndarray, depth: int, index_cfg: IndexConfig
+                 ) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Index one shard's embeddings (rows `rows` of the corpus) and search `queries`: (scores (Q, k),
+    corpus rows (Q, k), -1 where fewer than k), index seconds, search seconds. The index is dropped after.
+
+    An exact (`Flat`) search on the CPU runs faiss's brute-force k-NN on the array itself, so the shard's
+    embeddings are not copied into an index (one copy in memory); other factories build an index."""
+    k = min(depth, len(rows))
+    cpu_flat = index_cfg.factory == "Flat" and (index_cfg.device == "cpu" or gpu_count() == 0)
+    start = time.perf_counter()
+    index = None if cpu_flat else build_index(emb, index_cfg)
+    index_s = time.perf_counter() - start
+    start = time.perf_counter()
+    if cpu_flat:
+        scores, local = faiss.knn(np.ascontiguousarray(queries, dtype=np.float32),
+                                  np.ascontiguousarray(emb, dtype=np.float32), k, metric=faiss.METRIC_INNER_PRODUCT)
+    else:
+        scores, local = index.search(queries, k)
+    global_rows = np.where(local >= 0, rows[np.clip(local, 0, None)], -1)
+    return scores, global_rows, index_s, time.perf_counter() - start
+
+
 def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-shard (scores (Q, k_s), global rows (Q, k_s)) -> the overall top-k, best first; ties by row.
     Missing hits (row -1) sort last."""
@@ -168,6 +194,7 @@ class RefreshStats:
     step: int
     passages: int
     encode_s: float
+    query_s: float
     index_s: float
     search_s: float
     total_s: float
@@ -205,7 +232,8 @@ class Miner:
         if self.cache is not None:
             self.cache.persist = persist
         rank, size = world()
-        timing = {"encode_s": 0.0, "index_s": 0.0, "search_s": 0.0, "passages": 0, "cache_hit": False}
+        timing = {"encode_s": 0.0, "query_s": 0.0, "index_s": 0.0, "search_s": 0.0, "passages": 0,
+                  "cache_hit": False}
         rows = corpus.active_rows
         mine = shard_rows(rows, rank, size)
         with passage_length(encoder, cfg.passage_max_length):
@@ -220,17 +248,14 @@ class Miner:
                 timing["passages"] = len(mine)
             timing["encode_s"] = time.perf_counter() - start
         # queries: each process encodes a shard, then all processes get all of them
+        start = time.perf_counter()
         q_shard = shard_rows(np.arange(len(qids)), rank, size)
         q_local = encoder.encode_queries([train_set.queries[qids[i]] for i in q_shard], desc="mine queries")
         q = np.concatenate(_all_gather(q_local), axis=0) if size > 1 else q_local
+        timing["query_s"] = time.perf_counter() - start
 
+        scores, global_rows, timing["index_s"], search_s = search_shard(emb, mine, q, cfg.depth, cfg.index)
         start = time.perf_counter()
-        index = build_index(emb, cfg.index)
-        timing["index_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        k = min(cfg.depth, len(mine))
-        scores, local = index.search(q, k)
-        global_rows = np.where(local >= 0, mine[np.clip(local, 0, None)], -1)
         # best positive score per query among the positives in this shard (for the false-negative filter)
         pos_best = np.full(len(qids), -np.inf, dtype=np.float64)
         if cfg.fn_fraction is not None or cfg.fn_margin is not None:
@@ -241,12 +266,11 @@ class Miner:
                 local_pos = [where[int(r)] for r in corpus.rows_of(pos) if int(r) in where] if pos else []
                 if local_pos:
                     pos_best[i] = float(np.max(emb[local_pos] @ q[i])) / temp
-        del index
         if size > 1:
             parts = _all_gather((scores, global_rows))
             scores, global_rows = merge_topk(parts, cfg.depth)
             pos_best = np.max(np.stack(_all_gather(pos_best)), axis=0)
-        timing["search_s"] = time.perf_counter() - start
+        timing["search_s"] = search_s + time.perf_counter() - start
         # faiss scores are raw inner products; the model's scores divide by the temperature
         scores = scores / encoder.config.temperature
         docids = corpus.ids
@@ -277,12 +301,13 @@ class Miner:
                                      rng, cfg.sampling)
         stats = RefreshStats(
             version=version, step=step, passages=int(timing["passages"]), encode_s=timing["encode_s"],
-            index_s=timing["index_s"], search_s=timing["search_s"], total_s=time.perf_counter() - start,
+            query_s=timing["query_s"], index_s=timing["index_s"], search_s=timing["search_s"],
+            total_s=time.perf_counter() - start,
             queries=len(qids), filtered=filtered,
             negatives_per_query=float(np.mean([len(v) for v in negatives.values()])) if negatives else 0.0,
             cache_hit=bool(timing["cache_hit"]),
         )
-        logger.info("miner refresh v%d at step %d: encode %.1fs (%d passages), index %.1fs, search %.1fs, "
-                    "%d false negatives dropped, %.1f negatives/query", version, step, stats.encode_s,
-                    stats.passages, stats.index_s, stats.search_s, filtered, stats.negatives_per_query)
+        logger.info("miner refresh v%d at step %d: encode %.1fs (%d passages) + queries %.1fs, index %.1fs, "
+                    "search %.1fs, %d false negatives dropped, %.1f negatives/query", version, step, stats.encode_s,
+                    stats.passages, stats.query_s, stats.index_s, stats.search_s, filtered, stats.negatives_per_query)
         return negatives, stats

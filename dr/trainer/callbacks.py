@@ -54,7 +54,7 @@ class LogCallback:
         with open(self.out_dir / "refresh.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if self._writer is not None:
-            for k in ("total_s", "encode_s", "index_s", "search_s"):
+            for k in ("total_s", "encode_s", "query_s", "index_s", "search_s"):
                 self._writer.add_scalar(f"refresh/{k}", record[k], record["step"])
 
     def on_train_end(self, trainer) -> None:

@@ -76,7 +76,8 @@ class Trainer:
             start = time.perf_counter()
             logs = self.training_step(self.state.step)
             if refresh is not None:
-                logs.update({f"refresh_{k}": refresh[k] for k in ("total_s", "encode_s", "index_s", "search_s")})
+                logs.update({f"refresh_{k}": refresh[k]
+                             for k in ("total_s", "encode_s", "query_s", "index_s", "search_s")})
             logs["queries_per_s"] = cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes / (
                 time.perf_counter() - start)
             self.state.step += 1

@@ -47,7 +47,7 @@ def test_adore_metric_weighted_pairwise_hand_worked():
     # pairs (rel 2nd, irrel 1st): |1/2 - 1| * log(1 + e^(2 - 1)); (rel 2nd, irrel 3rd): |1/2 - 1/3| * log(1 + e^(0.5 - 1))
     expected = (0.5 * math.log(1 + math.e) + (1 / 6) * math.log(1 + math.exp(-0.5))) / 2
     loss = metric_weighted_pairwise(s, labels)
-    assert float(loss) == pytest.approx(expected, abs=1e-6)
+    assert float(loss.detach()) == pytest.approx(expected, abs=1e-6)
     # MRR@2: the 3rd rank's reciprocal rank is 0, so its pair weighs |1/2 - 0|
     expected_cut = (0.5 * math.log(1 + math.e) + 0.5 * math.log(1 + math.exp(-0.5))) / 2
     assert float(metric_weighted_pairwise(s, labels, cut=2)) == pytest.approx(expected_cut, abs=1e-6)

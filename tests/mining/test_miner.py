@@ -137,3 +137,24 @@ def test_two_process_sharded_refresh_equals_one_process(tiny_model_dir, train_da
     # each process encoded only its shard of the corpus
     assert parts[0]["passages"] + parts[1]["passages"] == len(ts.corpus)
     assert max(p["passages"] for p in parts) < len(ts.corpus)
+
+
+def test_search_shard_brute_force_knn_equals_index_search():
+    from dr.mining.miner import search_shard
+
+    rng = np.random.default_rng(0)
+    emb, q = rng.standard_normal((500, 16), dtype=np.float32), rng.standard_normal((7, 16), dtype=np.float32)
+    rows = np.arange(1000, 1500)  # a shard: corpus rows 1000..1499
+    s_knn, r_knn, _, _ = search_shard(emb, rows, q, 10, IndexConfig(factory="Flat", device="cpu"))
+    s_hnsw, r_hnsw, _, _ = search_shard(emb, rows, q, 10, IndexConfig(factory="HNSW32", device="cpu", ef_search=512))
+    exact = q @ emb.T
+    top = np.argsort(-exact, axis=1)[:, :10]
+    assert (r_knn == rows[top]).all()
+    np.testing.assert_allclose(s_knn, np.take_along_axis(exact, top, 1), rtol=1e-5, atol=1e-5)
+    assert (r_hnsw == r_knn).mean() > 0.95  # approximate index, same interface
+    assert search_shard(emb[:3], rows[:3], q, 10, IndexConfig(device="cpu"))[1].shape == (7, 3)
+
+
+def test_miner_index_must_be_inner_product():
+    with pytest.raises(ValueError, match="inner product"):
+        MinerConfig(index=IndexConfig(metric="l2"))
