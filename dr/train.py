@@ -31,7 +31,7 @@ from dr.mining.miner import Miner
 from dr.models.dual_encoder import DualEncoder
 from dr.retrievers.dense import DenseRetriever
 from dr.trainer.adore import AdoreObjective
-from dr.trainer.callbacks import CheckpointCallback, EvalCallback, LogCallback
+from dr.trainer.callbacks import CheckpointCallback, EvalCallback, LogCallback, MinerCallback
 from dr.trainer.checkpoint import TrainState, load_checkpoint, resolve_resume
 from dr.trainer.config import TrainerConfig
 from dr.trainer.loop import Trainer
@@ -116,14 +116,14 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     names = list(cfg.data.eval_sets) if cfg.test_sets is None else list(cfg.test_sets)
     test_sets = [instantiate(cfg.data.eval_sets[n], _convert_="all") for n in names]
     dev = dev_set(train_set, dev_qids, tcfg.dev_corpus_size, name=f"{train_set.name}-dev") if dev_qids else None
-    callbacks = [
+    callbacks = [MinerCallback(miner, mining_encoder)] if miner is not None else []
+    callbacks += [
         LogCallback(out_dir, tcfg.log_every, tcfg.tensorboard),
         EvalCallback(out_dir, evaluator, retriever, dev, test_sets, tcfg.eval_every, tcfg.zero_shot_eval,
                      tcfg.select_metric),
         CheckpointCallback(out_dir, tcfg.save_every, tcfg.keep_checkpoints),
     ]
-    return Trainer(tcfg, accelerator, model, optimizer, scheduler, schedule, callbacks, state, negatives,
-                   miner=miner, mining_encoder=mining_encoder)
+    return Trainer(tcfg, accelerator, model, optimizer, scheduler, schedule, callbacks, state, negatives)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

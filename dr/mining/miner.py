@@ -13,14 +13,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import faiss
 import numpy as np
-import torch.distributed as dist
 
 from dr.data.sources import RetrievalSet
+from dr.dist import all_gather_object, world
 from dr.eval.cache import EmbeddingCache
 from dr.index import IndexConfig, build_index
 from dr.index.faiss_index import gpu_count
@@ -92,21 +92,6 @@ class MinerConfig:
         return step % self.refresh_every == 0 or last_refresh_step is None
 
 
-def world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_gather(obj):
-    rank, size = world()
-    if size == 1:
-        return [obj]
-    out = [None] * size
-    dist.all_gather_object(out, obj)
-    return out
-
-
 @contextlib.contextmanager
 def passage_length(encoder: DualEncoder, length: int | None) -> Iterator[None]:
     """Temporarily encode passages at `length` tokens."""
@@ -175,7 +160,7 @@ def filter_false_negatives(
     for qid, docs in run.items():
         pos = positive_scores.get(qid, -np.inf)
         limits = []
-        if fraction is not None and np.isfinite(pos):
+        if fraction is not None and np.isfinite(pos) and pos > 0:  # a fraction of a negative score is above it
             limits.append(fraction * pos)
         if margin is not None and np.isfinite(pos):
             limits.append(pos - margin)
@@ -208,8 +193,6 @@ class RefreshStats:
         return self.passages / self.encode_s if self.encode_s else float("nan")
 
     def as_dict(self) -> dict:
-        from dataclasses import asdict
-
         return {**asdict(self), "passages_per_s": self.passages_per_s}
 
 
@@ -251,7 +234,7 @@ class Miner:
         start = time.perf_counter()
         q_shard = shard_rows(np.arange(len(qids)), rank, size)
         q_local = encoder.encode_queries([train_set.queries[qids[i]] for i in q_shard], desc="mine queries")
-        q = np.concatenate(_all_gather(q_local), axis=0) if size > 1 else q_local
+        q = np.concatenate(all_gather_object(q_local), axis=0) if size > 1 else q_local
         timing["query_s"] = time.perf_counter() - start
 
         scores, global_rows, timing["index_s"], search_s = search_shard(emb, mine, q, cfg.depth, cfg.index)
@@ -267,9 +250,9 @@ class Miner:
                 if local_pos:
                     pos_best[i] = float(np.max(emb[local_pos] @ q[i])) / temp
         if size > 1:
-            parts = _all_gather((scores, global_rows))
+            parts = all_gather_object((scores, global_rows))
             scores, global_rows = merge_topk(parts, cfg.depth)
-            pos_best = np.max(np.stack(_all_gather(pos_best)), axis=0)
+            pos_best = np.max(np.stack(all_gather_object(pos_best)), axis=0)
         timing["search_s"] = search_s + time.perf_counter() - start
         # faiss scores are raw inner products; the model's scores divide by the temperature
         scores = scores / encoder.config.temperature

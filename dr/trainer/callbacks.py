@@ -13,11 +13,14 @@ from safetensors.torch import load_model, save_model
 
 from dr.data.sources import RetrievalSet
 from dr.eval.evaluator import Evaluator, format_table, write_json
+from dr.mining.miner import Miner
+from dr.models.dual_encoder import DualEncoder
 from dr.models.export import export_encoder
 from dr.retrievers.dense import DenseRetriever
 from dr.trainer.checkpoint import save_checkpoint, save_rng_state
 
 logger = logging.getLogger(__name__)
+REFRESH_COSTS = ("total_s", "encode_s", "query_s", "index_s", "search_s")
 
 
 @dataclass
@@ -54,7 +57,7 @@ class LogCallback:
         with open(self.out_dir / "refresh.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if self._writer is not None:
-            for k in ("total_s", "encode_s", "query_s", "index_s", "search_s"):
+            for k in REFRESH_COSTS:
                 self._writer.add_scalar(f"refresh/{k}", record[k], record["step"])
 
     def on_train_end(self, trainer) -> None:
@@ -140,6 +143,46 @@ class EvalCallback:
             export_encoder(trainer.objective.encoder, self.out_dir / "export")
             self.final = final
             print(format_table(final))
+
+
+@dataclass
+class MinerCallback:
+    """Mines new negatives before each step the miner's schedule names (every process takes part), swaps
+    them into the batch schedule, and records the cost. `encoder`: a fixed model to mine with (STAR's
+    warm-up model); None mines with the model being trained."""
+
+    miner: Miner
+    encoder: DualEncoder | None = None
+
+    def on_train_begin(self, trainer) -> None:
+        pass
+
+    def on_step_begin(self, trainer) -> None:
+        step = trainer.state.step
+        if not self.miner.config.due(step, trainer.state.negatives_step):
+            return
+        encoder = self.encoder or trainer.objective.encoder
+        version = trainer.state.negatives_version + 1
+        # an unchanged model's corpus embeddings are worth keeping on disk (reruns, the evaluator)
+        persist = step == 0 or self.encoder is not None
+        negatives, stats = self.miner.refresh(encoder, trainer.schedule.train_set, trainer.schedule.qids, step,
+                                              version, persist)
+        trainer.model.train()
+        trainer.negatives = negatives
+        trainer.schedule.set_negatives(negatives)
+        trainer.state.negatives_version, trainer.state.negatives_step = version, step
+        record = stats.as_dict()
+        trainer.refreshes.append(record)
+        trainer.pending_logs.update({f"refresh_{k}": record[k] for k in REFRESH_COSTS})
+        for cb in trainer.callbacks:
+            if hasattr(cb, "on_refresh"):
+                cb.on_refresh(trainer, record)
+
+    def on_step_end(self, trainer, logs: dict) -> None:
+        pass
+
+    def on_train_end(self, trainer) -> None:
+        pass
 
 
 @dataclass

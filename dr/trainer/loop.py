@@ -16,8 +16,6 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from dr.data.groups import Group, GroupSchedule
-from dr.mining.miner import Miner
-from dr.models.dual_encoder import DualEncoder
 from dr.trainer.checkpoint import TrainState
 from dr.trainer.config import TrainerConfig
 from dr.trainer.grad_cache import grad_cache_backward
@@ -27,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 class Callback(Protocol):
+    """Also optional: `on_step_begin(trainer)` (before a step) and `on_refresh(trainer, record)`."""
+
     def on_train_begin(self, trainer: Trainer) -> None: ...
     def on_step_end(self, trainer: Trainer, logs: dict) -> None: ...
     def on_train_end(self, trainer: Trainer) -> None: ...
@@ -44,9 +44,8 @@ class Trainer:
     state: TrainState = field(default_factory=TrainState)
     negatives: dict[str, list[str]] | None = None
     should_stop: bool = False
-    miner: Miner | None = None
-    mining_encoder: DualEncoder | None = None  # a fixed model to mine with; None: the model in training
-    refreshes: list[dict] = field(default_factory=list)
+    refreshes: list[dict] = field(default_factory=list)  # miner refresh costs, appended by MinerCallback
+    pending_logs: dict = field(default_factory=dict)  # callbacks' additions to the next step's logs
     loop_s: float = 0.0  # seconds in the step loop (training steps and refreshes, not the final evaluation)
 
     @property
@@ -72,12 +71,13 @@ class Trainer:
                    disable=not self.accelerator.is_main_process)
         loop_start = time.perf_counter()
         while self.state.step < cfg.max_steps and not self.should_stop:
-            refresh = self.maybe_refresh(self.state.step)
+            for cb in self.callbacks:
+                if hasattr(cb, "on_step_begin"):  # e.g. a miner refresh due before this step
+                    cb.on_step_begin(self)
             start = time.perf_counter()
             logs = self.training_step(self.state.step)
-            if refresh is not None:
-                logs.update({f"refresh_{k}": refresh[k]
-                             for k in ("total_s", "encode_s", "query_s", "index_s", "search_s")})
+            logs.update(self.pending_logs)
+            self.pending_logs = {}
             logs["queries_per_s"] = cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes / (
                 time.perf_counter() - start)
             self.state.step += 1
@@ -90,27 +90,6 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.state
-
-    def maybe_refresh(self, step: int) -> dict | None:
-        """Mine new negatives before `step` when the miner's schedule says so (every process takes part)."""
-        if self.miner is None or not self.miner.config.due(step, self.state.negatives_step):
-            return None
-        encoder = self.mining_encoder or self.objective.encoder
-        version = self.state.negatives_version + 1
-        # an unchanged model's corpus embeddings are worth keeping on disk (reruns, the evaluator)
-        persist = step == 0 or self.mining_encoder is not None
-        negatives, stats = self.miner.refresh(encoder, self.schedule.train_set, self.schedule.qids, step, version,
-                                              persist)
-        self.model.train()
-        self.negatives = negatives
-        self.schedule.set_negatives(negatives)
-        self.state.negatives_version, self.state.negatives_step = version, step
-        record = stats.as_dict()
-        self.refreshes.append(record)
-        for cb in self.callbacks:
-            if hasattr(cb, "on_refresh"):
-                cb.on_refresh(self, record)
-        return record
 
     def training_step(self, step: int) -> dict:
         """One optimizer update over `grad_accum` micro-batches; returns averaged logs."""

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dr.dist import world
 from dr.losses.registry import LossConfig
 from dr.models.dual_encoder import DualEncoder
 
@@ -27,12 +28,6 @@ def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
     dist.all_gather(parts, local.detach().contiguous())
     parts[dist.get_rank()] = local
     return torch.cat(parts, dim=0)
-
-
-def world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class ContrastiveObjective(nn.Module):
