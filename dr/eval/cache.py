@@ -40,6 +40,8 @@ class EmbeddingCache:
 
     def get(self, key: str) -> np.ndarray | None:
         if key in self._memory:
+            if self.persist and not self.path(key).exists():  # kept in memory only, now worth keeping
+                self._write(key, self._memory[key])
             return self._memory[key]
         path = self.path(key)
         if not path.exists():
@@ -52,8 +54,10 @@ class EmbeddingCache:
             self._memory[key] = array
             while len(self._memory) > self.memory_entries:
                 self._memory.pop(next(iter(self._memory)))
-        if not self.persist:
-            return
+        if self.persist:
+            self._write(key, array)
+
+    def _write(self, key: str, array: np.ndarray) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.directory / f".{key}.{os.getpid()}.tmp.npy"
         np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)

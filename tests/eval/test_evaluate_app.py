@@ -85,3 +85,16 @@ def test_dense_retriever_equals_brute_force_and_cache_detects_changes(tiny_model
         next(enc.passage_model.parameters()).add_(0.01)
     retriever.retrieve(eval_set, 5)
     assert retriever.stats.passages == 24  # weights changed: encoded again
+
+
+def test_embeddings_kept_in_memory_reach_disk_once_worth_persisting(tmp_path):
+    import numpy as np
+
+    from dr.eval.cache import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path / "emb", persist=False)
+    cache.put("k", np.ones((3, 2), np.float32))  # a model in training: memory only
+    assert not cache.path("k").exists()
+    cache.persist = True  # the final (exported) model: its embeddings are reused by later runs
+    assert cache.get("k") is not None and cache.path("k").exists()
+    np.testing.assert_array_equal(EmbeddingCache(tmp_path / "emb").get("k"), np.ones((3, 2), np.float32))
