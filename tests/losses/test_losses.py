@@ -50,7 +50,7 @@ def test_adore_metric_weighted_pairwise_hand_worked():
     assert float(loss.detach()) == pytest.approx(expected, abs=1e-6)
     # MRR@2: the 3rd rank's reciprocal rank is 0, so its pair weighs |1/2 - 0|
     expected_cut = (0.5 * math.log(1 + math.e) + 0.5 * math.log(1 + math.exp(-0.5))) / 2
-    assert float(metric_weighted_pairwise(s, labels, cut=2)) == pytest.approx(expected_cut, abs=1e-6)
+    assert float(metric_weighted_pairwise(s, labels, cut=2).detach()) == pytest.approx(expected_cut, abs=1e-6)
     loss.backward()
     assert s.grad[1] < 0 and s.grad[0] > 0 and s.grad[2] > 0  # descent raises the relevant, lowers the others
     assert float(metric_weighted_pairwise(s, torch.tensor([False, False, False]))) == 0.0
