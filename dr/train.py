@@ -62,21 +62,13 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     train_qids, dev_qids = split_dev(train_set, tcfg.dev_queries, tcfg.seed)
     encoder = DualEncoder(encoder_cfg)
     if tcfg.gradient_checkpointing:
-        for tower in {id(encoder.query_model): encoder.query_model, id(encoder.passage_model): encoder.passage_model}.values():
+        towers = {id(encoder.query_model): encoder.query_model, id(encoder.passage_model): encoder.passage_model}
+        for tower in towers.values():
             # non-reentrant: a shared tower is used twice per step, which reentrant checkpointing under
             # DDP rejects ("mark a variable ready only once")
             tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
-    if cfg.get("objective") is not None:  # ADORE: query encoder against a fixed passage index
-        adore_cfg = instantiate(cfg.objective, _convert_="all")
-        with accelerator.main_process_first():  # the main process encodes (or finds it cached) first
-            emb = DenseRetriever(encoder, cache=cache).corpus_embeddings(train_set.corpus)
-        corpus = train_set.corpus
-        positives = {q: [d for d, g in train_set.qrels[q].items() if g >= train_set.rel_level and d in corpus]
-                     for q in train_qids}
-        objective = AdoreObjective(encoder, adore_cfg, emb, corpus.ids[corpus.active_rows], positives)
-    else:
-        objective = ContrastiveObjective(encoder, loss, cross_device=tcfg.cross_device)
+    objective = _build_objective(cfg, tcfg, encoder, loss, train_set, train_qids, cache, accelerator)
     optimizer = instantiate(cfg.optimizer, _convert_="all")(params=_param_groups(objective, tcfg.weight_decay))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(tcfg.warmup_ratio * tcfg.max_steps), tcfg.max_steps)
     # The scheduler is not prepared: Accelerate would step it once per process, since it assumes a
@@ -88,19 +80,9 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     if resume_from is not None:
         state, negatives = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler,
                                            accelerator.process_index)
-    miner = mining_encoder = None
-    if cfg.get("miner") is not None:
-        if cfg.get("negatives") is not None:
-            raise ValueError("choose one source of hard negatives: negatives=... or miner=..., not both")
-        miner_cfg = instantiate(cfg.miner, _convert_="all")
-        miner_cache = (EmbeddingCache(Path(cfg.cache_dir) / "embeddings", memory_entries=0)
-                       if cfg.cache_embeddings else None)
-        miner = Miner(miner_cfg, miner_cache)
-        if miner_cfg.model:  # a fixed model mines (STAR's warm-up model); it is never trained
-            mining_encoder = DualEncoder(dataclasses.replace(encoder_cfg, name_or_path=miner_cfg.model,
-                                                             shared=True, device="auto"))
-            mining_encoder.to(accelerator.device).eval().requires_grad_(False)
-        negatives = negatives if negatives is not None else {}
+    miner, mining_encoder = _build_miner(cfg, encoder_cfg, accelerator)
+    if miner is not None:
+        negatives = negatives if negatives is not None else {}  # the miner fills them before step 0
     elif negatives is None and cfg.get("negatives") is not None:
         negatives = instantiate(cfg.negatives, _convert_="all").negatives(train_set, train_qids)
     global_batch = tcfg.batch_size * accelerator.num_processes
@@ -124,6 +106,37 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
         CheckpointCallback(out_dir, tcfg.save_every, tcfg.keep_checkpoints),
     ]
     return Trainer(tcfg, accelerator, model, optimizer, scheduler, schedule, callbacks, state, negatives)
+
+
+def _build_objective(cfg: DictConfig, tcfg: TrainerConfig, encoder: DualEncoder, loss, train_set, train_qids,
+                     cache: EmbeddingCache | None, accelerator: Accelerator) -> torch.nn.Module:
+    """Contrastive (default) or ADORE (`objective=adore`: query tower against a fixed passage index)."""
+    if cfg.get("objective") is None:
+        return ContrastiveObjective(encoder, loss, cross_device=tcfg.cross_device)
+    if cfg.get("miner") is not None or cfg.get("negatives") is not None:
+        raise ValueError("objective=adore retrieves its own negatives at every step: set miner=null negatives=null")
+    adore_cfg = instantiate(cfg.objective, _convert_="all")
+    with accelerator.main_process_first():  # the main process encodes (or finds them cached) first
+        emb = DenseRetriever(encoder, cache=cache).corpus_embeddings(train_set.corpus)
+    corpus = train_set.corpus
+    positives = {q: [d for d, g in train_set.qrels[q].items() if g >= train_set.rel_level and d in corpus]
+                 for q in train_qids}
+    return AdoreObjective(encoder, adore_cfg, emb, corpus.ids[corpus.active_rows], positives)
+
+
+def _build_miner(cfg: DictConfig, encoder_cfg, accelerator: Accelerator) -> tuple[Miner | None, DualEncoder | None]:
+    """The miner and, when `miner.model` names one, the fixed model it mines with (STAR's warm-up model)."""
+    if cfg.get("miner") is None:
+        return None, None
+    if cfg.get("negatives") is not None:
+        raise ValueError("choose one source of hard negatives: negatives=... or miner=..., not both")
+    miner_cfg = instantiate(cfg.miner, _convert_="all")
+    cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings", memory_entries=0) if cfg.cache_embeddings else None
+    mining_encoder = None
+    if miner_cfg.model:  # never trained
+        mining_encoder = DualEncoder(dataclasses.replace(encoder_cfg, name_or_path=miner_cfg.model, shared=True))
+        mining_encoder.to(accelerator.device).eval().requires_grad_(False)
+    return Miner(miner_cfg, cache), mining_encoder
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
