@@ -202,7 +202,8 @@ class Miner:
     def __init__(self, config: MinerConfig, cache: EmbeddingCache | None = None,
                  ranker: RankerFn | None = None) -> None:
         if config.fn_ranker_threshold is not None and ranker is None:
-            raise ValueError("miner.fn_ranker_threshold needs a ranker (configure ranker=...)")
+            raise ValueError("miner.fn_ranker_threshold needs a ranker: a function (query, passages) -> scores, "
+                             "such as a cross-encoder's; dr.train passes one when a ranker is configured")
         self.config = config
         self.cache = cache
         self.ranker = ranker
