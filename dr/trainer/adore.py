@@ -73,7 +73,8 @@ class AdoreObjective(nn.Module):
             labels = np.isin(cand, pos)
             hits = np.flatnonzero(labels[:10])
             rr.append(1.0 / (1 + hits[0]) if len(hits) else 0.0)
-            missing = [p for p in pos if p not in set(cand.tolist())]
+            retrieved = set(cand.tolist())
+            missing = [p for p in pos if p not in retrieved]
             if missing:  # relevant passages outside the top-depth go last
                 cand = np.concatenate([cand, np.asarray(missing, dtype=cand.dtype)])
                 labels = np.concatenate([labels, np.ones(len(missing), dtype=bool)])
