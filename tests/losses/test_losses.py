@@ -53,7 +53,7 @@ def test_adore_metric_weighted_pairwise_hand_worked():
     assert float(metric_weighted_pairwise(s, labels, cut=2).detach()) == pytest.approx(expected_cut, abs=1e-6)
     loss.backward()
     assert s.grad[1] < 0 and s.grad[0] > 0 and s.grad[2] > 0  # descent raises the relevant, lowers the others
-    assert float(metric_weighted_pairwise(s, torch.tensor([False, False, False]))) == 0.0
+    assert float(metric_weighted_pairwise(s, torch.tensor([False, False, False])).detach()) == 0.0
 
 
 def test_own_group_only_cross_entropy_is_ance_nll():
