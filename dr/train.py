@@ -81,12 +81,11 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
         state, negatives = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler,
                                            accelerator.process_index)
     miner, mining_encoder = _build_miner(cfg, encoder_cfg, accelerator)
-    if miner is not None:
-        negatives = negatives if negatives is not None else {}  # the miner fills them before step 0
-    elif negatives is None and cfg.get("negatives") is not None:
+    if miner is None and negatives is None and cfg.get("negatives") is not None:
         negatives = instantiate(cfg.negatives, _convert_="all").negatives(train_set, train_qids)
     global_batch = tcfg.batch_size * accelerator.num_processes
-    schedule = GroupSchedule(train_set, train_qids, negatives, tcfg.negatives_per_query, global_batch, tcfg.seed)
+    schedule = GroupSchedule(train_set, train_qids, negatives, tcfg.negatives_per_query, global_batch, tcfg.seed,
+                             mined=miner is not None)
 
     if tcfg.select_metric not in cfg.measures:
         raise ValueError(f"trainer.select_metric={tcfg.select_metric!r} is not in measures={list(cfg.measures)}")
@@ -119,8 +118,7 @@ def _build_objective(cfg: DictConfig, tcfg: TrainerConfig, encoder: DualEncoder,
     with accelerator.main_process_first():  # the main process encodes (or finds them cached) first
         emb = DenseRetriever(encoder, cache=cache).corpus_embeddings(train_set.corpus)
     corpus = train_set.corpus
-    positives = {q: [d for d, g in train_set.qrels[q].items() if g >= train_set.rel_level and d in corpus]
-                 for q in train_qids}
+    positives = {q: train_set.positives(q) for q in train_qids}
     return AdoreObjective(encoder, adore_cfg, emb, corpus.ids[corpus.active_rows], positives)
 
 

@@ -45,10 +45,12 @@ class GroupSchedule:
         negatives_per_query: int,
         global_batch: int,
         seed: int,
+        mined: bool = False,
     ) -> None:
+        """`mined`: a miner supplies the negatives (`set_negatives`) before step 0."""
         if global_batch > len(qids):
             raise ValueError(f"global batch {global_batch} is larger than the {len(qids)} training queries")
-        if negatives_per_query and negatives is None:
+        if negatives_per_query and not negatives and not mined:
             raise ValueError("negatives_per_query > 0 needs a negatives source (negatives=bm25, negatives=file "
                              "or a miner)")
         self.train_set = train_set
@@ -58,11 +60,8 @@ class GroupSchedule:
         self.global_batch = global_batch
         self.seed = seed
         self.steps_per_epoch = len(qids) // global_batch  # the ragged tail of an epoch is dropped
-        self.positives = {
-            q: sorted(d for d, g in train_set.qrels[q].items() if g >= train_set.rel_level and d in train_set.corpus)
-            for q in qids
-        }
-        if negatives:  # a miner passes {} and sets them before step 0
+        self.positives = {q: train_set.positives(q) for q in qids}
+        if negatives:
             self.set_negatives(negatives)
 
     def set_negatives(self, negatives: dict[str, list[str]]) -> None:

@@ -36,6 +36,10 @@ class RetrievalSet:
     qrels: Qrels
     rel_level: int = 1
 
+    def positives(self, qid: str) -> list[str]:
+        """Passages judged relevant (grade >= rel_level) to `qid` that are in the corpus, sorted."""
+        return sorted(d for d, g in self.qrels[qid].items() if g >= self.rel_level and d in self.corpus)
+
     def __repr__(self) -> str:
         return f"RetrievalSet({self.name!r}, {len(self.corpus)} passages, {len(self.queries)} queries)"
 

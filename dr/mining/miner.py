@@ -246,7 +246,7 @@ class Miner:
             where = {int(r): i for i, r in enumerate(mine)}
             temp = encoder.config.temperature
             for i, qid in enumerate(qids):
-                pos = [d for d, g in train_set.qrels[qid].items() if g >= train_set.rel_level and d in corpus]
+                pos = train_set.positives(qid)
                 local_pos = [where[int(r)] for r in corpus.rows_of(pos) if int(r) in where] if pos else []
                 if local_pos:
                     pos_best[i] = float(np.max(emb[local_pos] @ q[i])) / temp

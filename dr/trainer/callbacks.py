@@ -167,7 +167,6 @@ class MinerCallback:
         persist = step == 0 or self.encoder is not None
         negatives, stats = self.miner.refresh(encoder, trainer.schedule.train_set, trainer.schedule.qids, step,
                                               version, persist)
-        trainer.model.train()
         trainer.negatives = negatives
         trainer.schedule.set_negatives(negatives)
         trainer.state.negatives_version, trainer.state.negatives_step = version, step
