@@ -3,6 +3,7 @@
     python -m dr.evaluate                                     # base model, SciFact-test + DL19-pool
     python -m dr.evaluate model.name_or_path=outputs/.../export
     python -m dr.evaluate retriever=bm25 hydra.run.dir=outputs/bm25
+    python -m dr.evaluate retriever=rerank                    # the SciFact teacher reranks BM25's top 100
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from dr.config import CONFIG_DIR, register_resolvers
 from dr.data.sources import RetrievalSet
 from dr.eval.cache import EmbeddingCache
 from dr.eval.evaluator import Evaluator, format_table, write_json
+from dr.models.cross_encoder import CrossEncoder
 from dr.models.dual_encoder import DualEncoder
 from dr.retrievers.dense import DenseRetriever
+from dr.retrievers.rerank import RerankRetriever
 
 logger = logging.getLogger(__name__)
 register_resolvers()
@@ -37,12 +40,24 @@ def build_eval_sets(cfg: DictConfig, only: list[str] | None) -> list[RetrievalSe
 
 
 def build_retriever(cfg: DictConfig):
+    """The configured retriever; `retriever=rerank` wraps its first stage with the `ranker=` cross-encoder."""
     retriever = instantiate(cfg.retriever, _convert_="all")
-    if isinstance(retriever, functools.partial):  # dense: needs the encoder and the embedding cache
-        encoder = DualEncoder(instantiate(cfg.model, _convert_="all"))
-        cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
-        retriever = retriever(encoder=encoder, cache=cache)
-    return retriever
+    if isinstance(retriever, functools.partial) and retriever.func is RerankRetriever:
+        if cfg.get("ranker") is None:
+            raise ValueError("retriever=rerank needs a cross-encoder: ranker=scifact_teacher or ranker=minilm "
+                             "ranker.name_or_path=PATH")
+        first = retriever.keywords["first_stage"]
+        first_stage = _with_encoder(first, cfg) if isinstance(first, functools.partial) else first
+        ranker = CrossEncoder(instantiate(cfg.ranker, _convert_="all"))
+        return retriever(first_stage=first_stage, encoder=ranker)
+    return _with_encoder(retriever, cfg) if isinstance(retriever, functools.partial) else retriever
+
+
+def _with_encoder(retriever: functools.partial, cfg: DictConfig):
+    """A dense retriever gets the encoder and the embedding cache."""
+    encoder = DualEncoder(instantiate(cfg.model, _convert_="all"))
+    cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
+    return retriever(encoder=encoder, cache=cache)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")

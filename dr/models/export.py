@@ -13,8 +13,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+from dr.models.cross_encoder import CrossEncoder
 from dr.models.dual_encoder import DualEncoder, Tower
 
 logger = logging.getLogger(__name__)
@@ -22,15 +24,38 @@ logger = logging.getLogger(__name__)
 
 def export_encoder(encoder: DualEncoder, out_dir: str | Path) -> Path:
     """Write `encoder` to `out_dir` (replacing an older export atomically) and return the path."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+
+    def write(tmp: Path) -> None:
         if encoder.config.shared:
             _write_tower(encoder, "passage", tmp)
         else:
             for tower in ("query", "passage"):
                 _write_tower(encoder, tower, tmp / tower)
+
+    out = write_dir_atomically(out_dir, write)
+    logger.info("exported encoder to %s", out)
+    return out
+
+
+def export_ranker(ranker: CrossEncoder, out_dir: str | Path) -> Path:
+    """A cross-encoder in Hugging Face layout (AutoModelForSequenceClassification, one label), atomically."""
+
+    def write(tmp: Path) -> None:
+        ranker.save(tmp)
+        _dump(tmp / "dr_ranker.json", {"max_length": ranker.config.max_length})
+
+    out = write_dir_atomically(out_dir, write)
+    logger.info("exported cross-encoder to %s", out)
+    return out
+
+
+def write_dir_atomically(out_dir: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run `write(tmp)` on a fresh directory beside `out_dir`, then rename it into place."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        write(tmp)
         old = None
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -41,7 +66,6 @@ def export_encoder(encoder: DualEncoder, out_dir: str | Path) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    logger.info("exported encoder to %s", out)
     return out
 
 

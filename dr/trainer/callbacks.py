@@ -15,7 +15,8 @@ from dr.data.sources import RetrievalSet
 from dr.eval.evaluator import Evaluator, format_table, write_json
 from dr.mining.miner import Miner
 from dr.models.dual_encoder import DualEncoder
-from dr.models.export import export_encoder
+from dr.models.cross_encoder import CrossEncoder
+from dr.models.export import export_encoder, export_ranker
 from dr.retrievers.dense import DenseRetriever
 from dr.trainer.checkpoint import save_checkpoint, save_rng_state
 
@@ -86,7 +87,7 @@ class EvalCallback:
         if trainer.accelerator.is_main_process:
             start = time.perf_counter()
             self.retriever.encoder = trainer.objective.encoder
-            if self.retriever.cache is not None:
+            if getattr(self.retriever, "cache", None) is not None:
                 # to disk: the untrained model's embeddings and the final (exported) model's, which
                 # dr.evaluate and runs that start from the export (ADORE, JPQ, AR2) reuse
                 self.retriever.cache.persist = trainer.state.step == 0 or tag == "test"
@@ -140,7 +141,9 @@ class EvalCallback:
             dev = [r for r in trainer.state.history if r["tag"] == "dev" and r["step"] == trainer.state.best_step]
             final = {**(dev[-1]["metrics"] if dev else {}), **metrics}
             write_json(self.out_dir / "metrics.json", final)
-            export_encoder(trainer.objective.encoder, self.out_dir / "export")
+            model = trainer.objective.encoder
+            export = export_ranker if isinstance(model, CrossEncoder) else export_encoder
+            export(model, self.out_dir / "export")
             self.final = final
             print(format_table(final))
 
