@@ -1,0 +1,163 @@
+"""Teacher scores for distillation: TAS-B / Margin-MSE pair TSV, `qid pid score` TSV, or JSONL.
+
+The pair TSV is the MS MARCO teacher file of Hofstätter et al. 2020 ("Improving Efficient Neural Ranking
+Models with Cross-Architecture Knowledge Distillation"), e.g. `bertbase_cat_msmarco_train_scores.tsv`:
+`score_pos<TAB>score_neg<TAB>qid<TAB>pid_pos<TAB>pid_neg`, one (positive, negative) pair a line.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dr.data.errors import DataFormatError, ReadPolicy
+from dr.data.lines import read_jsonl, read_tsv
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("auto", "tasb", "tsv", "jsonl")
+_COLUMNS = {"tasb": 5, "tsv": 3}
+_PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".npy", ".npz", ".joblib")
+_ACCEPTED = ('convert it to a tasb TSV (score_pos score_neg qid pid_pos pid_neg), a TSV (qid pid score) '
+             'or JSONL ({"qid", "pid", "score"})')
+_TOLERANCE = 1e-4  # teacher files print scores rounded; a repeat within this is the same score
+
+# (line, qid, [(pid, raw score)], (pid_pos, pid_neg) or None)
+Record = tuple[int, str, list[tuple[str, Any]], tuple[str, str] | None]
+
+
+@dataclass
+class TeacherScores:
+    """Teacher scores for (qid, pid) pairs, plus explicit (pos, neg) pairs when the file lists them."""
+
+    scores: dict[str, dict[str, float]]  # qid -> pid -> score
+    pairs: dict[str, list[tuple[str, str]]]  # qid -> [(pid_pos, pid_neg)] in file order; empty for pointwise
+    source: str
+
+    def score(self, qid: str, pid: str) -> float | None:
+        return self.scores.get(qid, {}).get(pid)
+
+    def __len__(self) -> int:
+        return sum(len(by_pid) for by_pid in self.scores.values())
+
+
+def _inner_suffix(path: Path) -> str:
+    """The suffix that names the format: `scores.jsonl.gz` -> `.jsonl`."""
+    return path.with_suffix("").suffix if path.suffix == ".gz" else path.suffix
+
+
+def _tab_records(path: Path, policy: ReadPolicy, fmt: str) -> Iterator[Record]:
+    """`auto` takes the field count of the first well-formed line (5 -> tasb, 3 -> tsv) for the whole file."""
+    want = _COLUMNS.get(fmt)
+    for number, fields in read_tsv(path, policy, (want,) if want else (5, 3)):
+        if want is None:
+            want = len(fields)
+        elif len(fields) != want:
+            policy.bad(path, number, f"malformed line: expected {want} tab-separated fields, got {len(fields)}")
+            continue
+        fields = [f.strip() for f in fields]
+        if want == 5:
+            s_pos, s_neg, qid, pos, neg = fields
+            yield number, qid, [(pos, s_pos), (neg, s_neg)], (pos, neg)
+        else:
+            qid, pid, s = fields
+            yield number, qid, [(pid, s)], None
+
+
+def _jsonl_records(path: Path, policy: ReadPolicy) -> Iterator[Record]:
+    for number, obj in read_jsonl(path, policy):
+        missing = [k for k in ("qid", "pid", "score") if k not in obj]
+        if missing:
+            policy.bad(path, number, f"missing key(s) {', '.join(map(repr, missing))}")
+        elif not all(isinstance(obj[k], (str, int)) and not isinstance(obj[k], bool) for k in ("qid", "pid")):
+            policy.bad(path, number, "malformed line: qid and pid must be strings or integers")
+        else:
+            yield number, str(obj["qid"]).strip(), [(str(obj["pid"]).strip(), obj["score"])], None
+
+
+def _finite(raw: Any) -> float | None:
+    try:
+        value = float(raw) if isinstance(raw, (str, int, float)) and not isinstance(raw, bool) else math.nan
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _check(record: Record, scores: dict[str, dict[str, float]]) -> tuple[dict[str, float] | None, str]:
+    """The record's `{pid: score}`, or None and why it is bad."""
+    _, qid, scored, _ = record
+    seen = scores.get(qid, {})
+    if not qid or not all(pid for pid, _ in scored):
+        return None, "malformed line: empty query or passage id"
+    out: dict[str, float] = {}
+    for pid, raw in scored:
+        score = _finite(raw)
+        if score is None:
+            return None, f"score {str(raw)!r} is not a finite number"
+        old = out.get(pid, seen.get(pid))
+        if old is not None and abs(old - score) > _TOLERANCE:
+            return None, f"conflicting scores for passage {pid!r} of query {qid!r}: {old!r} and {score!r}"
+        out[pid] = score
+    return out, ""
+
+
+def read_teacher_scores(path: str | Path, strict: bool = True, fmt: str = "auto") -> TeacherScores:
+    """Read teacher scores. `fmt`: "tasb" (5-column pair TSV), "tsv" (`qid pid score`), "jsonl"
+    (`{"qid", "pid", "score"}`) or "auto" (.jsonl/.json suffix, else the first line's field count).
+
+    Bad lines raise `DataFormatError` naming file:line (or are counted and skipped with `strict=False`);
+    a file with no scores is an error. Pickles are refused: unpickling can run arbitrary code.
+    """
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown teacher score format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if _inner_suffix(path).lower() in _PICKLE_SUFFIXES:
+        raise DataFormatError(path, None, f"refusing to read a pickled file: unpickling can run arbitrary code; {_ACCEPTED}")
+    policy = ReadPolicy(strict=strict)
+    if fmt == "jsonl" or (fmt == "auto" and _inner_suffix(path) in (".jsonl", ".json")):
+        records = _jsonl_records(path, policy)
+    else:
+        records = _tab_records(path, policy, fmt)
+    scores: dict[str, dict[str, float]] = {}
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for record in records:
+        checked, why = _check(record, scores)
+        if checked is None:
+            policy.bad(path, record[0], why)
+            continue
+        qid, pair = record[1], record[3]
+        for pid, score in checked.items():
+            scores.setdefault(qid, {}).setdefault(pid, score)
+        if pair is not None:
+            pairs.setdefault(qid, []).append(pair)
+    policy.report()
+    if not scores:
+        raise DataFormatError(path, None, "no teacher scores in the file")
+    logger.info("read %d teacher scores for %d queries from %s", sum(map(len, scores.values())), len(scores), path)
+    return TeacherScores(scores=scores, pairs=pairs, source=str(path))
+
+
+def write_teacher_scores(path: str | Path, scores: dict[str, dict[str, float]]) -> None:
+    """TSV `qid<TAB>pid<TAB>score` (gzip when the name ends in .gz), written atomically.
+
+    Scores are written with `repr`, so a write -> read round trip gives back the same floats.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(tmp, "wt", encoding="utf-8") as f:
+            for qid, by_pid in scores.items():
+                for pid, score in by_pid.items():
+                    if any(c in f"{qid}{pid}" for c in "\t\r\n") or not math.isfinite(score):
+                        raise ValueError(f"cannot write query {qid!r} passage {pid!r} score {score!r} as TSV")
+                    f.write(f"{qid}\t{pid}\t{float(score)!r}\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
