@@ -25,15 +25,23 @@ from transformers import get_linear_schedule_with_warmup
 from dr.config import CONFIG_DIR, register_resolvers
 from dr.data.dev import dev_set
 from dr.data.groups import GroupSchedule, split_dev
+from dr.data.tas import TasConfig, TasSchedule
+from dr.data.teacher import read_teacher_scores
 from dr.eval.cache import EmbeddingCache
 from dr.eval.evaluator import Evaluator, write_json
+from dr.index import kmeans_assign
 from dr.mining.miner import Miner
+from dr.models.cross_encoder import CrossEncoder, CrossEncoderConfig
 from dr.models.dual_encoder import DualEncoder
+from dr.ranker.objective import RankerObjective, RankerObjectiveConfig
+from dr.retrievers.bm25 import BM25Retriever
 from dr.retrievers.dense import DenseRetriever
+from dr.retrievers.rerank import RerankRetriever
 from dr.trainer.adore import AdoreObjective
 from dr.trainer.callbacks import CheckpointCallback, EvalCallback, LogCallback, MinerCallback
 from dr.trainer.checkpoint import TrainState, load_checkpoint, resolve_resume
 from dr.trainer.config import TrainerConfig
+from dr.trainer.distill import DistillConfig, DistillObjective, LiveTeacher
 from dr.trainer.loop import Trainer
 from dr.trainer.objective import ContrastiveObjective
 
@@ -49,27 +57,30 @@ def seed_everything(seed: int) -> None:
 
 def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     tcfg: TrainerConfig = instantiate(cfg.trainer, _convert_="all")
-    encoder_cfg = instantiate(cfg.model, _convert_="all")  # validated before anything heavy is loaded
+    objective_cfg = instantiate(cfg.objective, _convert_="all") if cfg.get("objective") is not None else None
+    ranker_cfg = _ranker_config(cfg, objective_cfg)
+    # validated before anything heavy is loaded; a cross-encoder run trains no dual encoder
+    encoder_cfg = instantiate(cfg.model, _convert_="all") if ranker_cfg is None else None
     loss = instantiate(cfg.loss, _convert_="all")
     accelerator = Accelerator(
         mixed_precision=tcfg.mixed_precision,
         cpu=not torch.cuda.is_available(),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=not encoder_cfg.shared)],
+        kwargs_handlers=[DistributedDataParallelKwargs(
+            find_unused_parameters=encoder_cfg is not None and not encoder_cfg.shared)],
     )
     seed_everything(tcfg.seed)
     with accelerator.main_process_first():  # the main process builds the Arrow cache; the others reuse it
         train_set = instantiate(cfg.data.train, _convert_="all")
     train_qids, dev_qids = split_dev(train_set, tcfg.dev_queries, tcfg.seed)
-    encoder = DualEncoder(encoder_cfg)
+    if cfg.get("sampler") is not None and cfg.get("teacher") is None:
+        raise ValueError("sampler=... draws pairs by teacher margin: choose a teacher=... too")
+    encoder = DualEncoder(encoder_cfg) if ranker_cfg is None else CrossEncoder(ranker_cfg)
     if tcfg.gradient_checkpointing:
-        towers = {id(encoder.query_model): encoder.query_model, id(encoder.passage_model): encoder.passage_model}
-        for tower in towers.values():
-            # non-reentrant: a shared tower is used twice per step, which reentrant checkpointing under
-            # DDP rejects ("mark a variable ready only once")
-            tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_gradient_checkpointing(encoder)
     cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
     objective = _build_objective(cfg, tcfg, encoder, loss, train_set, train_qids, cache, accelerator)
-    optimizer = instantiate(cfg.optimizer, _convert_="all")(params=_param_groups(objective, tcfg.weight_decay))
+    head_lr = objective_cfg.head_lr if isinstance(objective_cfg, RankerObjectiveConfig) else None
+    optimizer = instantiate(cfg.optimizer, _convert_="all")(params=_param_groups(objective, tcfg.weight_decay, head_lr))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(tcfg.warmup_ratio * tcfg.max_steps), tcfg.max_steps)
     # The scheduler is not prepared: Accelerate would step it once per process, since it assumes a
     # dataloader split across processes; our schedule counts global optimizer steps.
@@ -84,16 +95,16 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     if miner is None and negatives is None and cfg.get("negatives") is not None:
         negatives = instantiate(cfg.negatives, _convert_="all").negatives(train_set, train_qids)
     global_batch = tcfg.batch_size * accelerator.num_processes
-    schedule = GroupSchedule(train_set, train_qids, negatives, tcfg.negatives_per_query, global_batch, tcfg.seed,
-                             mined=miner is not None)
+    if isinstance(objective, DistillObjective):
+        schedule = _tas_schedule(cfg, tcfg, objective, train_set, train_qids, global_batch, accelerator)
+    else:
+        schedule = GroupSchedule(train_set, train_qids, negatives, tcfg.negatives_per_query, global_batch,
+                                 tcfg.seed, mined=miner is not None)
 
     if tcfg.select_metric not in cfg.measures:
         raise ValueError(f"trainer.select_metric={tcfg.select_metric!r} is not in measures={list(cfg.measures)}")
     evaluator = Evaluator(measures=list(cfg.measures), depth=int(cfg.depth))
-    retriever = instantiate(cfg.retriever, _convert_="all")
-    if not isinstance(retriever, functools.partial):
-        raise ValueError("dr.train evaluates the model it trains: use retriever=dense (BM25 runs in dr.evaluate)")
-    retriever = retriever(encoder=encoder, cache=cache)
+    retriever = _eval_retriever(cfg, encoder, objective_cfg, cache)
     names = list(cfg.data.eval_sets) if cfg.test_sets is None else list(cfg.test_sets)
     test_sets = [instantiate(cfg.data.eval_sets[n], _convert_="all") for n in names]
     dev = dev_set(train_set, dev_qids, tcfg.dev_corpus_size, name=f"{train_set.name}-dev") if dev_qids else None
@@ -107,11 +118,48 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     return Trainer(tcfg, accelerator, model, optimizer, scheduler, schedule, callbacks, state, negatives)
 
 
+def _ranker_config(cfg: DictConfig, objective_cfg) -> CrossEncoderConfig | None:
+    """The cross-encoder to train when `objective` is the ranker's listwise objective, else None."""
+    if not isinstance(objective_cfg, RankerObjectiveConfig):
+        return None
+    if cfg.get("ranker") is None:
+        raise ValueError("objective=ranker trains a cross-encoder: choose one with ranker=... (e.g. ranker=minilm)")
+    if cfg.get("miner") is not None:
+        raise ValueError("objective=ranker takes its candidates from negatives=bm25 or negatives=file, not a miner")
+    return instantiate(cfg.ranker, _convert_="all")
+
+
+def _enable_gradient_checkpointing(model: DualEncoder | CrossEncoder) -> None:
+    # non-reentrant: a shared tower is used twice per step, which reentrant checkpointing under DDP
+    # rejects ("mark a variable ready only once")
+    kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    if isinstance(model, CrossEncoder):
+        model.model.gradient_checkpointing_enable(**kwargs)
+        return
+    for tower in {id(model.query_model): model.query_model, id(model.passage_model): model.passage_model}.values():
+        tower.gradient_checkpointing_enable(**kwargs)
+
+
+def _eval_retriever(cfg: DictConfig, model: DualEncoder | CrossEncoder, objective_cfg, cache):
+    """Dense retrieval with the model being trained, or BM25 reranked by the cross-encoder being trained."""
+    if isinstance(model, CrossEncoder):
+        return RerankRetriever(BM25Retriever(), model, depth=objective_cfg.rerank_depth)
+    retriever = instantiate(cfg.retriever, _convert_="all")
+    if not isinstance(retriever, functools.partial):
+        raise ValueError("dr.train evaluates the model it trains: use retriever=dense (BM25 runs in dr.evaluate)")
+    return retriever(encoder=model, cache=cache)
+
+
 def _build_objective(cfg: DictConfig, tcfg: TrainerConfig, encoder: DualEncoder, loss, train_set, train_qids,
                      cache: EmbeddingCache | None, accelerator: Accelerator) -> torch.nn.Module:
-    """Contrastive (default) or ADORE (`objective=adore`: query tower against a fixed passage index)."""
-    if cfg.get("objective") is None:
+    """Contrastive (default), the cross-encoder's listwise objective (`objective=ranker`) or ADORE
+    (`objective=adore`: query tower against a fixed passage index)."""
+    if cfg.get("objective") is None and cfg.get("teacher") is None:
         return ContrastiveObjective(encoder, loss, cross_device=tcfg.cross_device)
+    if isinstance(encoder, CrossEncoder):
+        return RankerObjective(encoder)
+    if cfg.get("teacher") is not None:
+        return _distill_objective(cfg, tcfg, encoder, train_set)
     if cfg.get("miner") is not None or cfg.get("negatives") is not None:
         raise ValueError("objective=adore retrieves its own negatives at every step: set miner=null negatives=null")
     adore_cfg = instantiate(cfg.objective, _convert_="all")
@@ -120,6 +168,40 @@ def _build_objective(cfg: DictConfig, tcfg: TrainerConfig, encoder: DualEncoder,
     corpus = train_set.corpus
     positives = {q: train_set.positives(q) for q in train_qids}
     return AdoreObjective(encoder, adore_cfg, emb, corpus.ids[corpus.active_rows], positives)
+
+
+def _distill_objective(cfg: DictConfig, tcfg: TrainerConfig, encoder: DualEncoder, train_set) -> DistillObjective:
+    """TAS-B's dual-teacher objective: teacher=... names the score file and the live in-batch teacher."""
+    for group in ("miner", "negatives", "objective"):
+        if cfg.get(group) is not None:
+            raise ValueError(f"teacher=... draws its pairs from the teacher's scores: set {group}=null")
+    if cfg.get("sampler") is None:
+        raise ValueError("teacher=... needs sampler=tas_balanced (pairs are drawn from the teacher's margins)")
+    distill_cfg: DistillConfig = instantiate(cfg.teacher, _convert_="all")
+    scores = read_teacher_scores(distill_cfg.scores, strict=distill_cfg.strict, fmt=distill_cfg.format)
+    live = None
+    if distill_cfg.inbatch_model and distill_cfg.inbatch_weight:
+        ranker_cfg = CrossEncoderConfig(distill_cfg.inbatch_model, max_length=distill_cfg.inbatch_max_length,
+                                        show_progress=False)
+        live = LiveTeacher(CrossEncoder(ranker_cfg))
+    return DistillObjective(encoder, distill_cfg, train_set.corpus, scores, live, tcfg.seed)
+
+
+def _tas_schedule(cfg: DictConfig, tcfg: TrainerConfig, objective: DistillObjective, train_set, train_qids,
+                  global_batch: int, accelerator: Accelerator) -> TasSchedule:
+    """Balanced topic-aware batches: the training queries clustered once on a fixed encoder's embeddings."""
+    tas_cfg: TasConfig = instantiate(cfg.sampler, _convert_="all")
+    clusters = None
+    if tas_cfg.clusters:
+        encoder = objective.encoder
+        if tas_cfg.cluster_model:
+            encoder = DualEncoder(dataclasses.replace(encoder.config, name_or_path=tas_cfg.cluster_model, shared=True))
+        emb = encoder.encode_queries([train_set.queries[q] for q in train_qids], desc="cluster queries")
+        k = min(tas_cfg.clusters, len(train_qids))
+        clusters = kmeans_assign(emb, k, seed=tcfg.seed, spherical=encoder.score_kind == "cosine")
+        logger.info("clustered %d training queries into %d topics", len(train_qids), k)
+    return TasSchedule(train_set, train_qids, objective.teacher, clusters, tas_cfg, tcfg.negatives_per_query,
+                       global_batch, tcfg.seed)
 
 
 def _build_miner(cfg: DictConfig, encoder_cfg, accelerator: Accelerator) -> tuple[Miner | None, DualEncoder | None]:
@@ -137,15 +219,20 @@ def _build_miner(cfg: DictConfig, encoder_cfg, accelerator: Accelerator) -> tupl
     return Miner(miner_cfg, cache), mining_encoder
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and LayerNorm weights (BERT recipe); shared towers counted once."""
-    decay, no_decay, seen = [], [], set()
+def _param_groups(model: torch.nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights (BERT recipe); shared towers counted once. With
+    `head_lr`, a cross-encoder's new scoring head (pooler and classifier) gets its own learning rate."""
+    decay, no_decay, head, seen = [], [], [], set()
     for name, p in model.named_parameters():
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
-        (no_decay if p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if head_lr and (".classifier." in name or ".pooler." in name):
+            head.append(p)
+        else:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return groups + ([{"params": head, "weight_decay": 0.0, "lr": head_lr}] if head else [])
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -22,6 +22,7 @@ class Group:
     qid: str
     query: str
     passage_ids: list[str]  # positive first, then negatives
+    teacher: list[float] | None = None  # teacher scores of passage_ids (distillation), else None
 
 
 def split_dev(train_set: RetrievalSet, dev_queries: int, seed: int) -> tuple[list[str], list[str]]:

@@ -1,4 +1,4 @@
 """FAISS indexes over numpy arrays."""
-from dr.index.faiss_index import DenseIndex, IndexConfig, build_index, load_index
+from dr.index.faiss_index import DenseIndex, IndexConfig, build_index, kmeans_assign, load_index
 
-__all__ = ["DenseIndex", "IndexConfig", "build_index", "load_index"]
+__all__ = ["DenseIndex", "IndexConfig", "build_index", "kmeans_assign", "load_index"]

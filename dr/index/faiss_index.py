@@ -140,3 +140,18 @@ def _gpu_supported(factory: str) -> bool:
 
 def _as_float32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def kmeans_assign(vectors: np.ndarray, k: int, seed: int = 0, spherical: bool = False,
+                  niter: int = 25) -> np.ndarray:
+    """(N, H) float32 -> (N,) int64 cluster of each row after k-means with `k` centroids (faiss).
+    `spherical`: centroids are L2-normalized and rows assigned by inner product (cosine embeddings)."""
+    n = vectors.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k-means needs 1 <= k <= {n} rows, got k={k}")
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    kmeans = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=spherical,
+                          min_points_per_centroid=1, max_points_per_centroid=max(256, n // k + 1))
+    kmeans.train(x)
+    _, labels = kmeans.index.search(x, 1)
+    return labels[:, 0].astype(np.int64)

@@ -1,0 +1,137 @@
+"""Teacher supervision for the dual encoder: TAS-B's dual-teacher loss (Hofstätter et al., SIGIR 2021).
+
+Pairwise teacher: static scores from a file (`dr.score` writes them) give each sampled (positive,
+negative) pair its margin; the student is trained with Margin-MSE on it (or KL over the query's group).
+In-batch teacher: a model scored live on the batch (paper: ColBERT; here any cross-encoder) gives
+margins between each query's positive and the other queries' passages; Margin-MSE on those is added
+with weight `inbatch_weight` (paper: alpha = 0.75). Without a live model, in-batch pairs the score file
+happens to cover are used. Loss = L_pair + alpha * L_inb (Eq. 8).
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from dr.data.corpus import CorpusStore
+from dr.data.groups import Group
+from dr.data.teacher import TeacherScores
+from dr.losses.contrastive import own_group_mask
+from dr.losses.distill import inbatch_margin_mse, kl_distill, pairwise_margin_mse
+from dr.models.cross_encoder import CrossEncoder
+from dr.models.dual_encoder import DualEncoder
+
+
+@dataclass
+class DistillConfig:
+    """`scores`: teacher-score file (tasb pair TSV, `qid pid score` TSV or JSONL; `format` auto-detects).
+    `inbatch_model`: a cross-encoder scored live as the in-batch teacher (null: the file's scores);
+    `inbatch_pairs_per_query`: a random k of each query's in-batch passages get teacher scores (null:
+    all of them, as in the paper; k bounds the live teacher's cost on a CPU)."""
+
+    scores: str
+    format: Literal["auto", "tasb", "tsv", "jsonl"] = "auto"
+    strict: bool = True
+    loss: Literal["margin_mse", "kl"] = "margin_mse"
+    kl_temperature: float = 1.0
+    inbatch_weight: float = 0.75
+    inbatch_model: str | None = None
+    inbatch_max_length: int = 256
+    inbatch_pairs_per_query: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("margin_mse", "kl"):
+            raise ValueError(f"teacher.loss must be margin_mse or kl, got {self.loss!r}")
+        if self.inbatch_weight < 0 or self.kl_temperature <= 0:
+            raise ValueError("teacher.inbatch_weight must be >= 0 and teacher.kl_temperature > 0")
+        if self.inbatch_pairs_per_query is not None and self.inbatch_pairs_per_query <= 0:
+            raise ValueError(f"teacher.inbatch_pairs_per_query must be > 0 or null, got {self.inbatch_pairs_per_query}")
+
+
+class LiveTeacher:
+    """A frozen cross-encoder that scores in-batch pairs. Deliberately not an nn.Module attribute of the
+    objective: it is neither trained, nor saved in checkpoints, nor wrapped by DDP."""
+
+    def __init__(self, ranker: CrossEncoder) -> None:
+        self.ranker = ranker.eval().requires_grad_(False)
+
+    def score(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        return self.ranker.score(queries, passages, desc="in-batch teacher")
+
+
+class DistillObjective(nn.Module):
+    """`inputs(groups)` builds the batch (texts and teacher tensors); `forward(**inputs)` -> (loss, logs).
+    Groups must carry teacher scores (`TasSchedule`). Each process distils over its own batch."""
+
+    def __init__(self, encoder: DualEncoder, config: DistillConfig, corpus: CorpusStore, teacher: TeacherScores,
+                 live: LiveTeacher | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.encoder, self.config, self.corpus = encoder, config, corpus
+        self.teacher, self.live, self.seed = teacher, live, seed
+
+    def inputs(self, groups: list[Group]) -> dict:
+        if any(g.teacher is None for g in groups):
+            raise ValueError("distillation needs groups with teacher scores (sampler=tas_balanced)")
+        pids = [pid for g in groups for pid in g.passage_ids]
+        inbatch = self.inbatch_teacher(groups, pids) if self.config.inbatch_weight else None
+        return {"queries": [g.query for g in groups], "passages": self.corpus.texts(self.corpus.rows_of(pids)),
+                "teacher": torch.tensor([g.teacher for g in groups], dtype=torch.float32),
+                "inbatch": inbatch}
+
+    def inbatch_teacher(self, groups: list[Group], pids: list[str]) -> torch.Tensor:
+        """(B, B*G) in-batch teacher scores, NaN where none is known or none was sampled."""
+        group = len(groups[0].passage_ids)
+        out = np.full((len(groups), len(pids)), np.nan, dtype=np.float32)
+        cells = self._cells(groups, pids, group)
+        if self.live is not None:
+            texts = self.corpus.texts(self.corpus.rows_of([pids[j] for _, j in cells]))
+            values = self.live.score([groups[i].query for i, _ in cells], texts)
+        else:
+            values = [self.teacher.score(groups[i].qid, pids[j]) for i, j in cells]
+        for (i, j), v in zip(cells, values):
+            out[i, j] = np.nan if v is None else v
+        return torch.from_numpy(out)
+
+    def _cells(self, groups: list[Group], pids: list[str], group: int) -> list[tuple[int, int]]:
+        """(query, column) cells the in-batch teacher scores: each query's positive and its (sampled)
+        other-group columns. Sampling is seeded by the batch content, so reruns repeat it."""
+        k = self.config.inbatch_pairs_per_query
+        key = zlib.crc32("\t".join(g.qid + ":" + ",".join(g.passage_ids) for g in groups).encode())
+        rng = np.random.default_rng([self.seed, key])
+        cells = []
+        for i in range(len(groups)):
+            others = [j for j in range(len(pids)) if j // group != i]
+            if k is not None and k < len(others):
+                others = sorted(rng.choice(others, size=k, replace=False).tolist())
+            cells += [(i, i * group)] + [(i, j) for j in others]
+        return cells
+
+    def forward(self, queries: Sequence[str], passages: Sequence[str], teacher: torch.Tensor,
+                inbatch: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+        """B queries, B*G passages (group-major, positive first), teacher (B, G), inbatch (B, B*G) or None."""
+        q = self.encoder.embed("query", self.encoder.tokenize("query", queries))  # (B, H)
+        p = self.encoder.embed("passage", self.encoder.tokenize("passage", passages))  # (B*G, H)
+        scores = self.encoder.score(q, p)  # (B, B*G)
+        b, group = q.shape[0], p.shape[0] // q.shape[0]
+        targets = torch.arange(b, device=scores.device) * group
+        own = own_group_mask(targets, group, scores.shape[1])  # (B, B*G)
+        student = scores[own].view(b, group)  # (B, G) each query's own group
+        teacher = teacher.to(scores.device)
+        if self.config.loss == "kl":
+            pair = kl_distill(student, teacher, self.config.kl_temperature)
+        else:
+            pair = pairwise_margin_mse(student, teacher)
+        loss, logs = pair, {"loss_pair": float(pair.detach())}
+        if inbatch is not None:
+            inb = inbatch_margin_mse(scores, inbatch.to(scores.device), targets, own)
+            loss = loss + self.config.inbatch_weight * inb
+            logs["loss_inbatch"] = float(inb.detach())
+        with torch.no_grad():
+            logs["train_acc"] = float((student.argmax(dim=1) == 0).float().mean())
+        logs["loss"] = float(loss.detach())
+        return loss, logs

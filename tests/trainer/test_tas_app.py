@@ -1,0 +1,125 @@
+"""The teacher pipeline on the tiny model: train a cross-encoder, score candidates with `dr.score`,
+rerank with `dr.evaluate retriever=rerank`, and distil with `+experiment=tas_balanced`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dr.data.groups import Group
+from dr.data.teacher import TeacherScores, read_teacher_scores
+from dr.models.dual_encoder import DualEncoder, EncoderConfig
+from dr.trainer.distill import DistillConfig, DistillObjective
+from test_train_app import REPO, base_args, train
+
+
+def run_module(module: str, args: list[str], data_dir: Path, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DR_DATA_DIR": str(data_dir), "DR_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cross_encoder_score_rerank_and_tas_balanced(tiny_model, train_data_dir, tmp_path):
+    cache = tmp_path / "cache"
+    ce_run = tmp_path / "ce"
+    proc = train(["+experiment=cross_encoder", "trainer.max_steps=2", "trainer.eval_every=0", "trainer.save_every=0",
+                  "trainer.batch_size=4", "trainer.dev_queries=4", "trainer.tensorboard=false",
+                  f"ranker.name_or_path={tiny_model}", "ranker.show_progress=false", "negatives.window=[0,5]",
+                  "objective.rerank_depth=3", f"hydra.run.dir={ce_run}"], train_data_dir, cache)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    teacher = ce_run / "export"
+    assert (teacher / "model.safetensors").exists() and (teacher / "dr_ranker.json").exists()
+    assert "scifact-train-dev" in json.loads((ce_run / "metrics.json").read_text())
+
+    scores = tmp_path / "scores.tsv"
+    proc = run_module("dr.score", [f"ranker.name_or_path={teacher}", "ranker.show_progress=false",
+                                   f"model.name_or_path={tiny_model}", "model.show_progress=false",
+                                   "model.pooling=mean", "candidates.bm25=3", "candidates.dense=3", f"out={scores}",
+                                   f"hydra.run.dir={tmp_path / 'score'}"], train_data_dir, cache)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    table = read_teacher_scores(scores)
+    assert len(table.scores) == 36 and all(len(v) <= 7 for v in table.scores.values())  # bm25 3 + dense 3 + pos
+    from dr.data.sources import beir_set
+
+    train_set = beir_set("scifact-train", str(train_data_dir / "scifact"), "train")
+    assert all(set(train_set.positives(q)) <= set(v) for q, v in table.scores.items())
+    assert sum(len(v) for v in table.scores.values()) > 36 * 3
+
+    proc = run_module("dr.evaluate", ["retriever=rerank", "retriever.depth=3", f"ranker.name_or_path={teacher}",
+                                      "ranker.show_progress=false", "eval_sets=[scifact-test]",
+                                      f"hydra.run.dir={tmp_path / 'rerank'}"], train_data_dir, cache)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "scifact-test" in json.loads((tmp_path / "rerank" / "metrics.json").read_text())
+
+    run = tmp_path / "tas"
+    proc = train(["+experiment=tas_balanced", "trainer.max_steps=3", f"teacher.scores={scores}",
+                  f"teacher.inbatch_model={teacher}", "teacher.inbatch_pairs_per_query=3", "sampler.clusters=4",
+                  *base_args(tiny_model, run)], train_data_dir, cache)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    logged = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert len(logged) == 3 and all(np.isfinite(x["loss_pair"]) and np.isfinite(x["loss_inbatch"]) for x in logged)
+    assert (run / "export" / "model.safetensors").exists()
+    assert {"scifact-test", "dl19-pool"} <= set(json.loads((run / "metrics.json").read_text()))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("sampler=tas_balanced", "sampler=... draws pairs by teacher margin"),
+    ("teacher=scifact", "needs sampler=tas_balanced"),
+])
+def test_teacher_and_sampler_need_each_other(tiny_model, train_data_dir, tmp_path, override, message):
+    proc = train([override, "trainer.max_steps=1", *base_args(tiny_model, tmp_path / "run")], train_data_dir,
+                 tmp_path / "cache")
+    assert proc.returncode != 0 and message in proc.stderr
+
+
+class LengthTeacher:
+    def score(self, queries, passages):
+        return np.array([float(len(p)) for p in passages], dtype=np.float32)
+
+
+def test_inbatch_teacher_scores_the_positive_and_k_sampled_others(tiny_model, tiny_data_dir):
+    from dr.data.sources import beir_set
+
+    test = beir_set("scifact-test", str(tiny_data_dir / "scifact"), "test")
+    ids = [str(x) for x in test.corpus.ids[test.corpus.active_rows]]
+    groups = [Group(f"q{i}", f"query {i}", [ids[2 * i], ids[2 * i + 1]], [5.0, 1.0]) for i in range(3)]
+    encoder = DualEncoder(EncoderConfig(str(tiny_model), pooling="mean", show_progress=False))
+    objective = DistillObjective(encoder, DistillConfig(scores="x", inbatch_pairs_per_query=2), test.corpus,
+                                 TeacherScores({}, {}, "x"), LengthTeacher(), seed=0)
+    inputs = objective.inputs(groups)
+    t = inputs["inbatch"].numpy()  # (3, 6)
+    texts = test.corpus.texts(test.corpus.rows_of(ids[:6]))
+    for i in range(3):
+        known = np.flatnonzero(~np.isnan(t[i]))
+        assert 2 * i in known  # its positive
+        others = [j for j in known if j // 2 != i]
+        assert len(others) == 2 and len(known) == 3  # k others, never its own negative
+        for j in known:
+            assert t[i, j] == len(texts[j])
+    again = objective.inputs(groups)["inbatch"].numpy()
+    np.testing.assert_array_equal(np.isnan(again), np.isnan(t))  # same batch, same sampled cells
+    loss, logs = objective(**inputs)
+    assert torch.isfinite(loss) and {"loss_pair", "loss_inbatch"} <= set(logs)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
+
+
+def test_inbatch_from_file_uses_only_scored_pairs(tiny_model, tiny_data_dir):
+    from dr.data.sources import beir_set
+
+    test = beir_set("scifact-test", str(tiny_data_dir / "scifact"), "test")
+    ids = [str(x) for x in test.corpus.ids[test.corpus.active_rows]]
+    groups = [Group("a", "qa", [ids[0], ids[1]], [3.0, 1.0]), Group("b", "qb", [ids[2], ids[3]], [4.0, 0.0])]
+    file_scores = TeacherScores({"a": {ids[0]: 3.0, ids[1]: 1.0, ids[3]: 2.0}, "b": {ids[2]: 4.0}}, {}, "x")
+    encoder = DualEncoder(EncoderConfig(str(tiny_model), pooling="mean", show_progress=False))
+    objective = DistillObjective(encoder, DistillConfig(scores="x"), test.corpus, file_scores, None)
+    t = objective.inputs(groups)["inbatch"].numpy()
+    expected = np.full((2, 4), np.nan, dtype=np.float32)
+    expected[0, 0], expected[0, 3], expected[1, 2] = 3.0, 2.0, 4.0
+    np.testing.assert_array_equal(t, expected)
