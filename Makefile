@@ -3,7 +3,7 @@
 PYTHON ?= python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test test-fast evaluate bm25 clean
+.PHONY: install test test-fast evaluate bm25 teacher clean
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
@@ -20,6 +20,9 @@ evaluate:
 
 bm25:
 	$(PYTHON) -m dr.evaluate retriever=bm25
+
+teacher:  # regenerate data/scifact-teacher (~1 hour on 2 CPU cores)
+	bash scripts/make_scifact_teacher.sh
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import get_linear_schedule_with_warmup
 
 from dr.config import CONFIG_DIR, register_resolvers
+from dr.dist import all_gather_object
 from dr.data.dev import dev_set
 from dr.data.groups import GroupSchedule, split_dev
 from dr.data.tas import TasConfig, TasSchedule
@@ -96,7 +97,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
         negatives = instantiate(cfg.negatives, _convert_="all").negatives(train_set, train_qids)
     global_batch = tcfg.batch_size * accelerator.num_processes
     if isinstance(objective, DistillObjective):
-        schedule = _tas_schedule(cfg, tcfg, objective, train_set, train_qids, global_batch, accelerator)
+        schedule = _tas_schedule(cfg, tcfg, objective, train_set, train_qids, global_batch)
     else:
         schedule = GroupSchedule(train_set, train_qids, negatives, tcfg.negatives_per_query, global_batch,
                                  tcfg.seed, mined=miner is not None)
@@ -126,6 +127,8 @@ def _ranker_config(cfg: DictConfig, objective_cfg) -> CrossEncoderConfig | None:
         raise ValueError("objective=ranker trains a cross-encoder: choose one with ranker=... (e.g. ranker=minilm)")
     if cfg.get("miner") is not None:
         raise ValueError("objective=ranker takes its candidates from negatives=bm25 or negatives=file, not a miner")
+    if cfg.get("teacher") is not None or cfg.get("sampler") is not None:
+        raise ValueError("objective=ranker trains a cross-encoder from labels: set teacher=null sampler=null")
     return instantiate(cfg.ranker, _convert_="all")
 
 
@@ -188,8 +191,9 @@ def _distill_objective(cfg: DictConfig, tcfg: TrainerConfig, encoder: DualEncode
 
 
 def _tas_schedule(cfg: DictConfig, tcfg: TrainerConfig, objective: DistillObjective, train_set, train_qids,
-                  global_batch: int, accelerator: Accelerator) -> TasSchedule:
-    """Balanced topic-aware batches: the training queries clustered once on a fixed encoder's embeddings."""
+                  global_batch: int) -> TasSchedule:
+    """Balanced topic-aware batches: the training queries clustered once on a fixed encoder's embeddings.
+    Every process uses rank 0's clusters, so all compute the same global batches."""
     tas_cfg: TasConfig = instantiate(cfg.sampler, _convert_="all")
     clusters = None
     if tas_cfg.clusters:
@@ -199,6 +203,7 @@ def _tas_schedule(cfg: DictConfig, tcfg: TrainerConfig, objective: DistillObject
         emb = encoder.encode_queries([train_set.queries[q] for q in train_qids], desc="cluster queries")
         k = min(tas_cfg.clusters, len(train_qids))
         clusters = kmeans_assign(emb, k, seed=tcfg.seed, spherical=encoder.score_kind == "cosine")
+        clusters = all_gather_object(clusters)[0]
         logger.info("clustered %d training queries into %d topics", len(train_qids), k)
     return TasSchedule(train_set, train_qids, objective.teacher, clusters, tas_cfg, tcfg.negatives_per_query,
                        global_batch, tcfg.seed)

@@ -54,6 +54,9 @@ def write_dir_atomically(out_dir: str | Path, write: Callable[[Path], None]) -> 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; an export is an ordinary directory
     try:
         write(tmp)
         old = None
