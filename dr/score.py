@@ -23,6 +23,7 @@ from dr.data.teacher import write_teacher_scores
 from dr.evaluate import build_retriever
 from dr.models.cross_encoder import CrossEncoder
 from dr.retrievers.bm25 import BM25Retriever
+from dr.retrievers.rerank import score_pairs
 
 logger = logging.getLogger(__name__)
 register_resolvers()
@@ -73,18 +74,13 @@ def main(cfg: DictConfig) -> None:
     start = time.perf_counter()
     scored_set = scored_set_of(cfg)
     pairs = read_pairs(cfg.pairs, scored_set) if cfg.pairs else candidates(cfg, scored_set)
-    flat = [(q, d) for q, docs in pairs.items() for d in docs]
     ranker = CrossEncoder(instantiate(cfg.ranker, _convert_="all"))
-    corpus = scored_set.corpus
-    texts = corpus.texts(corpus.rows_of([d for _, d in flat]))
-    logits = ranker.score([scored_set.queries[q] for q, _ in flat], texts, desc=scored_set.name)
-    scores: dict[str, dict[str, float]] = {}
-    for (q, d), s in zip(flat, logits.tolist()):
-        scores.setdefault(q, {})[d] = s
+    scores = score_pairs(ranker, scored_set, pairs)
     write_teacher_scores(cfg.out, scores)
     wall = time.perf_counter() - start
-    print(f"wrote {cfg.out}: {len(flat)} pairs for {len(scores)} queries, {wall:.0f}s "
-          f"({len(flat) / max(wall, 1e-9):.1f} pairs/s overall)")
+    n = sum(len(v) for v in scores.values())
+    print(f"wrote {cfg.out}: {n} pairs for {len(scores)} queries, {wall:.0f}s "
+          f"({n / max(wall, 1e-9):.1f} pairs/s overall)")
 
 
 if __name__ == "__main__":

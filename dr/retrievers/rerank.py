@@ -31,15 +31,22 @@ class RerankRetriever:
     def retrieve(self, eval_set: RetrievalSet, depth: int) -> Run:
         first = self.first_stage.retrieve(eval_set, max(depth, self.depth))
         ranked = {q: sorted(docs, key=docs.get, reverse=True) for q, docs in first.items()}
-        pairs = [(q, d) for q, docs in ranked.items() for d in docs[: self.depth]]
-        corpus = eval_set.corpus
-        texts = corpus.texts(corpus.rows_of([d for _, d in pairs]))
-        logits = self.encoder.score([eval_set.queries[q] for q, _ in pairs], texts, desc=eval_set.name)
         run: Run = {q: {} for q in ranked}
-        for (q, d), s in zip(pairs, logits.tolist()):
-            run[q][d] = s
+        run.update(score_pairs(self.encoder, eval_set, {q: docs[: self.depth] for q, docs in ranked.items()}))
         for q, docs in ranked.items():
             floor = min(run[q].values(), default=0.0)
             for i, d in enumerate(docs[self.depth : depth]):  # below every reranked passage, same order
                 run[q][d] = floor - 1.0 - i
         return run
+
+
+def score_pairs(ranker: CrossEncoder, scored_set: RetrievalSet, pairs: dict[str, list[str]]) -> Run:
+    """`{qid: {pid: logit}}` for every (qid, pid) in `pairs`, scored in one length-sorted pass."""
+    flat = [(q, d) for q, docs in pairs.items() for d in docs]
+    corpus = scored_set.corpus
+    texts = corpus.texts(corpus.rows_of([d for _, d in flat]))
+    logits = ranker.score([scored_set.queries[q] for q, _ in flat], texts, desc=scored_set.name)
+    out: Run = {}
+    for (q, d), s in zip(flat, logits.tolist()):
+        out.setdefault(q, {})[d] = s
+    return out
