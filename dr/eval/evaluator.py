@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dr.data.sources import RetrievalSet
-from dr.eval.measures import score_run
+from dr.eval.measures import per_query_values, score_run
+from dr.eval.perquery import write_per_query
 from dr.eval.runs import Run, write_trec_run
 from dr.retrievers import Retriever
 
@@ -34,15 +35,22 @@ class Evaluator:
         return run, score_run(run, eval_set.qrels, self.measures, eval_set.rel_level)
 
     def evaluate(
-        self, retriever: Retriever, sets: Sequence[RetrievalSet], out_dir: str | Path | None = None
+        self, retriever: Retriever, sets: Sequence[RetrievalSet], out_dir: str | Path | None = None,
+        per_query_dir: str | Path | None = None,
     ) -> dict[str, dict[str, float]]:
-        """`{set name: {measure: value}}`; with `out_dir`, also metrics.json and runs/<set>.trec there."""
+        """`{set name: {measure: value}}`; with `out_dir`, also metrics.json, runs/<set>.trec and
+        perquery/<set>.tsv there; with `per_query_dir`, the per-query values (`dr.eval.perquery`) there."""
         metrics: dict[str, dict[str, float]] = {}
+        if per_query_dir is None and out_dir is not None:
+            per_query_dir = Path(out_dir) / "perquery"
         for eval_set in sets:
             run, metrics[eval_set.name] = self.evaluate_set(retriever, eval_set)
             logger.info("%s on %s: %s", retriever.name, eval_set.name, metrics[eval_set.name])
             if out_dir is not None:
                 write_trec_run(run, Path(out_dir) / "runs" / f"{eval_set.name}.trec", tag=retriever.name)
+            if per_query_dir is not None:
+                values = per_query_values(run, eval_set.qrels, self.measures, eval_set.rel_level)
+                write_per_query(values, Path(per_query_dir) / f"{eval_set.name}.tsv")
         if out_dir is not None:
             write_json(Path(out_dir) / "metrics.json", metrics)
         return metrics

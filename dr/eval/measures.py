@@ -42,3 +42,15 @@ def per_query(run: Run, qrels: Qrels, name: str, rel_level: int = 1) -> dict[str
     for m in ir_measures.iter_calc([measure], qrels, run):
         values[m.query_id] = float(m.value)
     return values
+
+
+def per_query_values(run: Run, qrels: Qrels, names: Sequence[str], rel_level: int = 1) -> dict[str, dict[str, float]]:
+    """`{measure name: {qid: value}}` for several measures in one pass; every query in `qrels` is
+    included (0 when the run misses it), so each measure's mean equals `score_run`'s value."""
+    measures = parse_measures(names, rel_level)
+    by_measure = {m: name for name, m in measures.items()}
+    values = {name: {qid: 0.0 for qid in qrels} for name in measures}
+    for m in ir_measures.iter_calc(list(measures.values()), qrels, run):
+        if m.query_id in qrels:
+            values[by_measure[m.measure]][m.query_id] = float(m.value)
+    return values

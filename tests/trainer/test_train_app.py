@@ -43,6 +43,11 @@ def test_two_step_smoke_run_with_bm25_negatives(tiny_model, train_data_dir, tmp_
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"scifact-train-dev", "scifact-test", "dl19-pool"} <= set(metrics)
     assert (run / "export" / "model.safetensors").exists()
+    # the report: one metrics.jsonl line per evaluation and set, curves.png, per-query values for dr.compare
+    report = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {(r["set"], r["tag"]) for r in report} >= {("scifact-train-dev", "dev"), ("scifact-test", "test")}
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG" and "curves: " in proc.stdout
+    assert {p.name for p in (run / "perquery").glob("*.tsv")} == {f"{s}.tsv" for s in metrics}
     # the export loads in sentence-transformers and reproduces the reported test metric
     st = SentenceTransformer(str(run / "export"), device="cpu")
     from dr.data.sources import beir_set

@@ -1,0 +1,253 @@
+"""Compare the final metrics of several runs, with paired per-query significance against the first.
+
+    python -m dr.compare outputs/bm25_negatives outputs/ance outputs/star_adore --out compare.png
+
+A run dir is the output of `dr.train` or `dr.evaluate`: `metrics.json` (`{set: {measure: value}}`) and
+`perquery/<set>.tsv` (written by the evaluator at the final evaluation; see `dr.eval.perquery`). The
+tests are two-sided and paired by query: Student's paired t-test (scipy) and a sign-flip randomization
+test (exact over all 2^n flips when n is small, else `permutations` random flips with a fixed seed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dr.eval.perquery import PerQuery, read_per_query
+
+TESTS = ("t", "randomization")
+MARKS = {"t": "†", "randomization": "‡"}
+
+
+@dataclass
+class RunResult:
+    name: str
+    path: Path
+    metrics: dict[str, dict[str, float]]  # {set: {measure: value}}
+    per_query: dict[str, PerQuery]  # {set: {measure: {qid: value}}}, the sets that have a perquery file
+
+
+@dataclass
+class Comparison:
+    """One run against the baseline on one eval set and measure; p-values None when not computed."""
+
+    eval_set: str
+    run: str
+    delta: float | None = None  # mean(run) - mean(baseline) over the paired queries
+    queries: int = 0
+    missing_base: int = 0  # queries only the run has, counted as 0 for the baseline
+    missing_run: int = 0  # queries only the baseline has, counted as 0 for the run
+    p: dict[str, float] | None = None
+    note: str = ""
+
+
+def load_run(path: str | Path) -> RunResult:
+    """A run dir's final metrics and per-query values; ValueError naming the dir when it is not one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such directory")
+    metrics_path = path / "metrics.json"
+    if not metrics_path.exists():
+        raise ValueError(f"{path}: not a run dir (no metrics.json; give an output dir of dr.train or dr.evaluate)")
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{metrics_path}:{e.lineno}: not valid JSON ({e.msg})") from e
+    if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
+        raise ValueError(f"{metrics_path}: expected {{set: {{measure: value}}}}")
+    per_query = {name: read_per_query(path / "perquery" / f"{name}.tsv") for name in metrics
+                 if (path / "perquery" / f"{name}.tsv").exists()}
+    return RunResult(path.name or str(path), path, metrics, per_query)
+
+
+def t_test_p(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sided paired t-test p-value. Differences that are all equal have no variance: p is 1 when
+    they are 0 and 0 otherwise (scipy would return nan)."""
+    d = y - x
+    if len(d) < 2 or np.ptp(d) <= 1e-12:
+        return 1.0 if len(d) == 0 or abs(float(d.mean())) <= 1e-12 else 0.0
+    from scipy.stats import ttest_rel
+
+    return float(ttest_rel(y, x).pvalue)
+
+
+def randomization_p(x: np.ndarray, y: np.ndarray, permutations: int = 10_000, seed: int = 0) -> float:
+    """Two-sided paired randomization (sign-flip) test of mean(y - x) = 0.
+
+    With 2^n <= `permutations` every sign assignment is enumerated and p is the exact fraction with
+    |mean| >= the observed |mean|; otherwise `permutations` random assignments are drawn (fixed `seed`)
+    and p = (count + 1) / (permutations + 1), which counts the observed assignment and is never 0.
+    """
+    d = np.asarray(y, dtype=np.float64) - np.asarray(x, dtype=np.float64)
+    n = len(d)
+    if n == 0:
+        return 1.0
+    observed = abs(d.mean()) - 1e-12  # ties (e.g. all differences 0) count as at least as extreme
+    if n < 63 and 2**n <= permutations:
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+        means = ((1 - 2 * bits) * d).mean(axis=1)
+        return float(np.mean(np.abs(means) >= observed))
+    rng = np.random.default_rng(seed)
+    count, chunk = 0, max(1, min(permutations, 2**22 // n))  # bounded memory for many queries
+    for start in range(0, permutations, chunk):
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(min(chunk, permutations - start), n))
+        count += int(np.sum(np.abs((signs * d).mean(axis=1)) >= observed))
+    return (count + 1) / (permutations + 1)
+
+
+def paired(base: dict[str, float], run: dict[str, float]) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Values over the union of queries, a query missing from one side counted as 0 there; with the
+    numbers missing from the baseline and from the run."""
+    qids = list(dict.fromkeys([*base, *run]))
+    x = np.array([base.get(q, 0.0) for q in qids])
+    y = np.array([run.get(q, 0.0) for q in qids])
+    return x, y, sum(q not in base for q in qids), sum(q not in run for q in qids)
+
+
+def compare(runs: Sequence[RunResult], measure: str = "nDCG@10", tests: Sequence[str] = TESTS,
+            permutations: int = 10_000, seed: int = 0) -> list[Comparison]:
+    """Every later run against `runs[0]` on each eval set they share, by per-query `measure`."""
+    base, out = runs[0], []
+    for run in runs[1:]:
+        for name in base.metrics:
+            if name not in run.metrics:
+                continue
+            comparison = Comparison(name, run.name)
+            sides = [(r, r.per_query.get(name, {}).get(measure)) for r in (base, run)]
+            lacking = [r.name for r, values in sides if values is None]
+            if lacking:
+                comparison.note = (f"no per-query {measure} in {', '.join(lacking)} (no perquery/{name}.tsv: "
+                                   "a run made before per-query values were saved)")
+                out.append(comparison)
+                continue
+            x, y, comparison.missing_base, comparison.missing_run = paired(sides[0][1], sides[1][1])
+            comparison.queries, comparison.delta = len(x), float((y - x).mean()) if len(x) else 0.0
+            comparison.p = {}
+            if "t" in tests:
+                comparison.p["t"] = t_test_p(x, y)
+            if "randomization" in tests:
+                comparison.p["randomization"] = randomization_p(x, y, permutations, seed)
+            out.append(comparison)
+    return out
+
+
+def _marks(c: Comparison | None, alpha: float) -> str:
+    if c is None or not c.p:
+        return ""
+    return "".join(MARKS[t] for t, p in c.p.items() if p < alpha)
+
+
+def format_tables(runs: Sequence[RunResult], comparisons: Sequence[Comparison], measure: str,
+                  alpha: float = 0.05, tests: Sequence[str] = TESTS) -> str:
+    """Markdown: the final metrics (rows = runs, columns = set x measure, '-' where a run lacks the
+    set), then the significance of `measure` against the first run, then notes."""
+    sets = list(dict.fromkeys(s for r in runs for s in r.metrics))
+    measures = {s: list(dict.fromkeys(m for r in runs for m in r.metrics.get(s, {}))) for s in sets}
+    columns = [(s, m) for s in sets for m in measures[s]]
+    by_key = {(c.run, c.eval_set): c for c in comparisons}
+    lines = ["| run | " + " | ".join(f"{s} {m}" for s, m in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for i, run in enumerate(runs):
+        cells = []
+        for s, m in columns:
+            value = run.metrics.get(s, {}).get(m)
+            mark = _marks(by_key.get((run.name, s)), alpha) if i and m == measure else ""
+            cells.append("-" if value is None else f"{value:.4f}{mark}")
+        lines.append(f"| {run.name} | " + " | ".join(cells) + " |")
+
+    lines += ["", f"Paired two-sided tests of per-query {measure} against {runs[0].name}:", "",
+              "| set | run | Δ mean | " + " | ".join(f"p ({t}-test)" if t == "t" else f"p ({t})" for t in tests)
+              + " | queries |", "|---" * (4 + len(tests)) + "|"]
+    missing = []
+    for c in comparisons:
+        if c.p is None:
+            lines.append(f"| {c.eval_set} | {c.run} | - | " + " | ".join("-" for _ in tests) + f" | {c.note} |")
+            continue
+        ps = [f"{c.p[t]:.4g}{MARKS[t] if c.p[t] < alpha else ''}" if t in c.p else "-" for t in tests]
+        lines.append(f"| {c.eval_set} | {c.run} | {c.delta:+.4f} | " + " | ".join(ps) + f" | {c.queries} |")
+        if c.missing_base or c.missing_run:
+            missing.append(f"{c.eval_set}: {c.missing_base} queries missing from {runs[0].name}, "
+                           f"{c.missing_run} missing from {c.run}")
+    lines += ["", f"Marks: {', '.join(f'{MARKS[t]} {t}-test' if t == 't' else f'{MARKS[t]} {t} test' for t in tests)}"
+              f" p < {alpha} against {runs[0].name}. A query missing from one run counts as 0 for that run."]
+    lines += [f"Missing queries (counted as 0): {m}" for m in missing]
+    return "\n".join(lines)
+
+
+def plot_bars(runs: Sequence[RunResult], comparisons: Sequence[Comparison], measure: str, path: str | Path,
+              alpha: float = 0.05) -> Path:
+    """Grouped bars: one group per eval set that any run measured, one bar per run, value on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = [s for s in dict.fromkeys(s for r in runs for s in r.metrics)
+            if any(measure in r.metrics.get(s, {}) for r in runs)]
+    if not sets:
+        raise ValueError(f"no run has {measure!r} in metrics.json")
+    by_key = {(c.run, c.eval_set): c for c in comparisons}
+    width = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + len(sets) * len(runs) * 0.9), 4.5))
+    for i, run in enumerate(runs):
+        xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(sets))]
+        values = [run.metrics.get(s, {}).get(measure, math.nan) for s in sets]
+        bars = ax.bar(xs, values, width, label=run.name, color=f"C{i}")
+        for bar, s, v in zip(bars, sets, values):
+            if not math.isnan(v):
+                mark = _marks(by_key.get((run.name, s)), alpha) if i else ""
+                ax.annotate(f"{v:.3f}{mark}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
+                            va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(range(len(sets)), sets)
+    ax.set_xlabel("eval set")
+    ax.set_ylabel(measure)
+    ax.set_ylim(0, min(1.0, max(r.metrics.get(s, {}).get(measure, 0.0) for r in runs for s in sets) * 1.15 + 0.02))
+    ax.set_title(f"{measure} (final); {MARKS['t']} t-test, {MARKS['randomization']} randomization: "
+                 f"p < {alpha} vs {runs[0].name}", fontsize=10)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="python -m dr.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run dirs; the first is the baseline")
+    parser.add_argument("--measure", default="nDCG@10", help="per-query measure to test (default nDCG@10)")
+    parser.add_argument("--out", type=Path, default=Path("compare.png"), help="bar chart PNG (default compare.png)")
+    parser.add_argument("--test", choices=[*TESTS, "both"], default="both", help="significance test(s)")
+    parser.add_argument("--permutations", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alpha", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    try:
+        runs = [load_run(p) for p in args.run_dirs]
+    except (ValueError, OSError) as e:
+        parser.error(str(e))
+    if len({r.name for r in runs}) < len(runs):  # same basename in different places
+        for r in runs:
+            r.name = str(r.path)
+    tests = TESTS if args.test == "both" else (args.test,)
+    comparisons = compare(runs, args.measure, tests, args.permutations, args.seed)
+    table = format_tables(runs, comparisons, args.measure, args.alpha, tests)
+    print(table)
+    try:
+        print(f"\nbar chart: {plot_bars(runs, comparisons, args.measure, args.out, args.alpha)}")
+    except ImportError:
+        print("\nmatplotlib is not installed: no bar chart", file=sys.stderr)
+    except ValueError as e:
+        print(f"\nno bar chart: {e}", file=sys.stderr)
+    return table
+
+
+if __name__ == "__main__":
+    main()
