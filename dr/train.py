@@ -30,13 +30,17 @@ from dr.data.tas import TasConfig, TasSchedule
 from dr.data.teacher import read_teacher_scores
 from dr.eval.cache import EmbeddingCache
 from dr.eval.evaluator import Evaluator, write_json
-from dr.index import kmeans_assign
+from dr.index import IndexConfig, kmeans_assign
 from dr.mining.miner import Miner
 from dr.models.cross_encoder import CrossEncoder, CrossEncoderConfig
 from dr.models.dual_encoder import DualEncoder
+from dr.quantizer import ProductQuantizer, QuantizerConfig, build_pq_index, load_pq_index
+from dr.quantizer.objective import JPQObjective
 from dr.ranker.objective import RankerObjective, RankerObjectiveConfig
+from dr.report import METRICS_FILE, write_curves
 from dr.retrievers.bm25 import BM25Retriever
 from dr.retrievers.dense import DenseRetriever
+from dr.retrievers.pq import PQRetriever
 from dr.retrievers.rerank import RerankRetriever
 from dr.trainer.adore import AdoreObjective
 from dr.trainer.callbacks import CheckpointCallback, EvalCallback, LogCallback, MinerCallback
@@ -79,9 +83,12 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     if tcfg.gradient_checkpointing:
         _enable_gradient_checkpointing(encoder)
     cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
-    objective = _build_objective(cfg, tcfg, encoder, loss, train_set, train_qids, cache, accelerator)
+    objective = _build_objective(cfg, tcfg, encoder, loss, train_set, train_qids, cache, accelerator, out_dir)
     head_lr = objective_cfg.head_lr if isinstance(objective_cfg, RankerObjectiveConfig) else None
-    optimizer = instantiate(cfg.optimizer, _convert_="all")(params=_param_groups(objective, tcfg.weight_decay, head_lr))
+    centroids = ((objective.config.centroid_lr, objective.config.centroid_weight_decay)
+                 if isinstance(objective, JPQObjective) else None)
+    groups = _param_groups(objective, tcfg.weight_decay, head_lr, centroids)
+    optimizer = instantiate(cfg.optimizer, _convert_="all")(params=groups)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(tcfg.warmup_ratio * tcfg.max_steps), tcfg.max_steps)
     # The scheduler is not prepared: Accelerate would step it once per process, since it assumes a
     # dataloader split across processes; our schedule counts global optimizer steps.
@@ -105,7 +112,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     if tcfg.select_metric not in cfg.measures:
         raise ValueError(f"trainer.select_metric={tcfg.select_metric!r} is not in measures={list(cfg.measures)}")
     evaluator = Evaluator(measures=list(cfg.measures), depth=int(cfg.depth))
-    retriever = _eval_retriever(cfg, encoder, objective_cfg, cache)
+    retriever = _eval_retriever(cfg, objective, objective_cfg, cache)
     names = list(cfg.data.eval_sets) if cfg.test_sets is None else list(cfg.test_sets)
     test_sets = [instantiate(cfg.data.eval_sets[n], _convert_="all") for n in names]
     dev = dev_set(train_set, dev_qids, tcfg.dev_corpus_size, name=f"{train_set.name}-dev") if dev_qids else None
@@ -143,10 +150,14 @@ def _enable_gradient_checkpointing(model: DualEncoder | CrossEncoder) -> None:
         tower.gradient_checkpointing_enable(**kwargs)
 
 
-def _eval_retriever(cfg: DictConfig, model: DualEncoder | CrossEncoder, objective_cfg, cache):
-    """Dense retrieval with the model being trained, or BM25 reranked by the cross-encoder being trained."""
+def _eval_retriever(cfg: DictConfig, objective: torch.nn.Module, objective_cfg, cache):
+    """Dense retrieval with the model being trained, BM25 reranked by the cross-encoder being trained,
+    or (JPQ) the query encoder over the PQ index with its current centroids."""
+    model = objective.encoder
     if isinstance(model, CrossEncoder):
         return RerankRetriever(BM25Retriever(), model, depth=objective_cfg.rerank_depth)
+    if isinstance(objective, JPQObjective):
+        return PQRetriever(model, quantizer=objective.quantizer, cache=cache)
     retriever = instantiate(cfg.retriever, _convert_="all")
     if not isinstance(retriever, functools.partial):
         raise ValueError("dr.train evaluates the model it trains: use retriever=dense (BM25 runs in dr.evaluate)")
@@ -154,9 +165,11 @@ def _eval_retriever(cfg: DictConfig, model: DualEncoder | CrossEncoder, objectiv
 
 
 def _build_objective(cfg: DictConfig, tcfg: TrainerConfig, encoder: DualEncoder, loss, train_set, train_qids,
-                     cache: EmbeddingCache | None, accelerator: Accelerator) -> torch.nn.Module:
-    """Contrastive (default), the cross-encoder's listwise objective (`objective=ranker`) or ADORE
-    (`objective=adore`: query tower against a fixed passage index)."""
+                     cache: EmbeddingCache | None, accelerator: Accelerator, out_dir: Path) -> torch.nn.Module:
+    """Contrastive (default), the cross-encoder's listwise objective (`objective=ranker`), ADORE
+    (`objective=adore`: query tower against a fixed passage index) or JPQ (`quantizer=jpq`)."""
+    if cfg.get("quantizer") is not None:
+        return _jpq_objective(cfg, encoder, train_set, train_qids, cache, accelerator, out_dir)
     if cfg.get("objective") is None and cfg.get("teacher") is None:
         return ContrastiveObjective(encoder, loss, cross_device=tcfg.cross_device)
     if isinstance(encoder, CrossEncoder):
@@ -171,6 +184,37 @@ def _build_objective(cfg: DictConfig, tcfg: TrainerConfig, encoder: DualEncoder,
     corpus = train_set.corpus
     positives = {q: train_set.positives(q) for q in train_qids}
     return AdoreObjective(encoder, adore_cfg, emb, corpus.ids[corpus.active_rows], positives)
+
+
+def _jpq_objective(cfg: DictConfig, encoder: DualEncoder, train_set, train_qids, cache: EmbeddingCache | None,
+                   accelerator: Accelerator, out_dir: Path) -> JPQObjective:
+    """JPQ: OPQ + PQ trained once on the starting passage tower's embeddings of the training corpus (or read
+    from `quantizer.init_from`), written to RUN/pq-init/ (the plain OPQ+PQ baseline; a resumed run reuses
+    it, so codes and rotation never change within a run)."""
+    for group in ("miner", "negatives", "objective", "teacher", "sampler"):
+        if cfg.get(group) is not None:
+            raise ValueError(f"quantizer=... retrieves its own negatives from the PQ index: set {group}=null")
+    qcfg: QuantizerConfig = instantiate(cfg.quantizer, _convert_="all")
+    corpus = train_set.corpus
+    init = Path(qcfg.init_from) if qcfg.init_from else out_dir / "pq-init" / "index.faiss"
+    with accelerator.main_process_first():  # the main process builds and writes it; the others read it
+        if not init.exists():
+            if qcfg.init_from:
+                raise FileNotFoundError(f"quantizer.init_from={qcfg.init_from} does not exist")
+            emb = DenseRetriever(encoder, cache=cache).corpus_embeddings(corpus)
+            start = time.perf_counter()
+            index = build_pq_index(emb, qcfg)
+            logger.info("OPQ + PQ (%s) over %d passages trained in %.1fs", qcfg.factory(), len(emb),
+                        time.perf_counter() - start)
+            ProductQuantizer(index, corpus.ids[corpus.active_rows].tolist(), corpus.fingerprint).export(init.parent,
+                                                                                                   init.name)
+        index, docids, fingerprint = load_pq_index(init)
+    if fingerprint != corpus.fingerprint:
+        raise ValueError(f"{init} was built on another corpus than {train_set.name}'s")
+    search = IndexConfig(factory="IVF1,PQ", device=qcfg.device)
+    quantizer = ProductQuantizer(index, docids, fingerprint, search)
+    positives = {q: train_set.positives(q) for q in train_qids}
+    return JPQObjective(encoder, qcfg, quantizer, positives)
 
 
 def _distill_objective(cfg: DictConfig, tcfg: TrainerConfig, encoder: DualEncoder, train_set) -> DistillObjective:
@@ -224,20 +268,25 @@ def _build_miner(cfg: DictConfig, encoder_cfg, accelerator: Accelerator) -> tupl
     return Miner(miner_cfg, cache), mining_encoder
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
+def _param_groups(model: torch.nn.Module, weight_decay: float, head_lr: float | None = None,
+                  centroids: tuple[float, float] | None = None) -> list[dict]:
     """No weight decay on biases and LayerNorm weights (BERT recipe); shared towers counted once. With
-    `head_lr`, a cross-encoder's new scoring head (pooler and classifier) gets its own learning rate."""
-    decay, no_decay, head, seen = [], [], [], set()
+    `head_lr`, a cross-encoder's new scoring head (pooler and classifier) gets its own learning rate;
+    with `centroids` = (lr, weight decay), so do JPQ's PQ centroids."""
+    decay, no_decay, head, cent, seen = [], [], [], [], set()
     for name, p in model.named_parameters():
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
         if head_lr and (".classifier." in name or ".pooler." in name):
             head.append(p)
+        elif centroids and name.endswith("quantizer.centroids"):
+            cent.append(p)
         else:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return groups + ([{"params": head, "weight_decay": 0.0, "lr": head_lr}] if head else [])
+    groups += [{"params": head, "weight_decay": 0.0, "lr": head_lr}] if head else []
+    return groups + ([{"params": cent, "lr": centroids[0], "weight_decay": centroids[1]}] if cent else [])
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -262,6 +311,11 @@ def main(cfg: DictConfig) -> dict:
                   f"{100 * refresh_s / max(trainer.loop_s, 1e-9):.0f}% of the training loop "
                   f"({trainer.loop_s:.0f}s); costs in {out_dir / 'refresh.jsonl'}")
         print(f"run dir: {out_dir}  export: {out_dir / 'export'}  wall: {wall:.0f}s")
+        curves = write_curves(out_dir)  # None (after a warning) when matplotlib is missing
+        report = [f"metrics: {out_dir / METRICS_FILE}"] if (out_dir / METRICS_FILE).exists() else []
+        report += [f"curves: {curves}"] if curves else []
+        if report:
+            print("  ".join(report))
     final = next((cb.final for cb in trainer.callbacks if isinstance(cb, EvalCallback)), {})
     trainer.accelerator.end_training()
     return final

@@ -101,16 +101,16 @@ def build_index(vectors: np.ndarray, config: IndexConfig) -> DenseIndex:
         sample = vectors[np.sort(rng.choice(len(vectors), n, replace=False))] if n < len(vectors) else vectors
         index.train(sample)
     index.add(vectors)
-    return _place(index, config)
+    return place_index(index, config)
 
 
 def load_index(path: str | Path, config: IndexConfig | None = None) -> DenseIndex:
     """Read a faiss index file (written by `save` or by plain faiss) and place it per `config`."""
     config = config or IndexConfig()
-    return _place(faiss.read_index(str(path)), config)
+    return place_index(faiss.read_index(str(path)), config)
 
 
-def _place(index: faiss.Index, config: IndexConfig) -> DenseIndex:
+def place_index(index: faiss.Index, config: IndexConfig) -> DenseIndex:
     n_gpu = gpu_count()
     if config.device == "gpu" and n_gpu == 0:
         raise RuntimeError("index.device=gpu but faiss sees no GPU (install faiss-gpu: pip install 'dr[gpu]')")

@@ -22,8 +22,9 @@ from dr.models.dual_encoder import DualEncoder, Tower
 logger = logging.getLogger(__name__)
 
 
-def export_encoder(encoder: DualEncoder, out_dir: str | Path) -> Path:
-    """Write `encoder` to `out_dir` (replacing an older export atomically) and return the path."""
+def export_encoder(encoder: DualEncoder, out_dir: str | Path, extra: Callable[[Path], None] | None = None) -> Path:
+    """Write `encoder` to `out_dir` (replacing an older export atomically) and return the path.
+    `extra(dir)` adds files to the same atomic export (JPQ's index)."""
 
     def write(tmp: Path) -> None:
         if encoder.config.shared:
@@ -31,6 +32,8 @@ def export_encoder(encoder: DualEncoder, out_dir: str | Path) -> Path:
         else:
             for tower in ("query", "passage"):
                 _write_tower(encoder, tower, tmp / tower)
+        if extra is not None:
+            extra(tmp)
 
     out = write_dir_atomically(out_dir, write)
     logger.info("exported encoder to %s", out)

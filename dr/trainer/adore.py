@@ -61,12 +61,9 @@ class AdoreObjective(nn.Module):
         return {"queries": [g.query for g in groups], "positives": [self.positive_rows[g.qid] for g in groups]}
 
     def forward(self, queries: Sequence[str], positives: Sequence[Sequence[int]]) -> tuple[torch.Tensor, dict]:
-        enc = self.encoder
-        q = enc.embed("query", enc.tokenize("query", queries))  # (B, H)
-        if self.passages.device != q.device:
-            self.passages = self.passages.to(q.device)
+        q = self.encoder.embed("query", self.encoder.tokenize("query", queries))  # (B, H)
         with torch.no_grad():
-            _, rows = self.index.search(q.detach().float().cpu().numpy(), self.config.depth)
+            rows = self.retrieve(q.detach().float().cpu().numpy())
         losses, rr = [], []
         for i, pos in enumerate(positives):
             cand = rows[i][rows[i] >= 0]
@@ -78,9 +75,18 @@ class AdoreObjective(nn.Module):
             if missing:  # relevant passages outside the top-depth go last
                 cand = np.concatenate([cand, np.asarray(missing, dtype=cand.dtype)])
                 labels = np.concatenate([labels, np.ones(len(missing), dtype=bool)])
-            idx = torch.as_tensor(cand, device=self.passages.device)
-            scores = enc.score(q[i : i + 1], self.passages[idx].to(q.dtype))[0]  # (n,)
+            scores = self.candidate_scores(q[i : i + 1], torch.as_tensor(cand))  # (n,)
             losses.append(metric_weighted_pairwise(scores, torch.as_tensor(labels, device=q.device),
                                                    self.config.metric_cut))
         loss = torch.stack(losses).mean()
         return loss, {"loss": float(loss.detach()), "train_rr@10": float(np.mean(rr))}
+
+    def retrieve(self, q: np.ndarray) -> np.ndarray:
+        """(B, H) query embeddings -> (B, depth) rows of the fixed index, best first (-1 padded)."""
+        return self.index.search(q, self.config.depth)[1]
+
+    def candidate_scores(self, q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """(1, H) query, (n,) passage rows -> (n,) training scores (divided by the temperature)."""
+        if self.passages.device != q.device:
+            self.passages = self.passages.to(q.device)
+        return self.encoder.score(q, self.passages[rows.to(q.device)].to(q.dtype))[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from dr.mining.miner import Miner
 from dr.models.dual_encoder import DualEncoder
 from dr.models.cross_encoder import CrossEncoder
 from dr.models.export import export_encoder, export_ranker
+from dr.report import METRICS_FILE, append_jsonl, metrics_records
 from dr.retrievers.dense import DenseRetriever
 from dr.trainer.checkpoint import save_checkpoint, save_rng_state
 
@@ -80,8 +82,10 @@ class EvalCallback:
     zero_shot: bool = False
     select_metric: str = "nDCG@10"
     final: dict = field(default_factory=dict)
+    started: float | None = None  # perf_counter at train begin (set then when None): metrics.jsonl's elapsed_s
 
-    def _evaluate(self, trainer, sets: Sequence[RetrievalSet], tag: str) -> dict[str, dict[str, float]]:
+    def _evaluate(self, trainer, sets: Sequence[RetrievalSet], tag: str,
+                  per_query_dir: Path | None = None) -> dict[str, dict[str, float]]:
         trainer.accelerator.wait_for_everyone()
         metrics: dict[str, dict[str, float]] = {}
         if trainer.accelerator.is_main_process:
@@ -91,17 +95,23 @@ class EvalCallback:
                 # to disk: the untrained model's embeddings and the final (exported) model's, which
                 # dr.evaluate and runs that start from the export (ADORE, JPQ, AR2) reuse
                 self.retriever.cache.persist = trainer.state.step == 0 or tag == "test"
-            metrics = self.evaluator.evaluate(self.retriever, sets)
+            metrics = self.evaluator.evaluate(self.retriever, sets, per_query_dir=per_query_dir)
             record = {"step": trainer.state.step, "tag": tag, "metrics": metrics,
                       "eval_s": time.perf_counter() - start}
             trainer.state.history.append(record)
             with open(self.out_dir / "eval_log.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            elapsed = time.perf_counter() - self.started if self.started is not None else None
+            append_jsonl(self.out_dir / METRICS_FILE, metrics_records(
+                record["step"], tag, metrics, record["eval_s"], dict(self.evaluator.timings), elapsed,
+                getattr(trainer, "refreshes", None)))
             logger.info("step %d %s:\n%s", trainer.state.step, tag, format_table(metrics))
         trainer.accelerator.wait_for_everyone()
         return metrics
 
     def on_train_begin(self, trainer) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
         if trainer.state.best_step is not None and not (self.out_dir / "best.safetensors").exists():
             logger.warning("resumed state names dev-best step %s but %s has no best.safetensors; model "
                            "selection restarts from here", trainer.state.best_step, self.out_dir)
@@ -118,7 +128,9 @@ class EvalCallback:
             self._dev(trainer)
 
     def _dev(self, trainer) -> None:
-        metrics = self._evaluate(trainer, [self.dev_set], "dev")
+        # per-query values of every dev evaluation; those of the dev-best one are kept, like metrics.json
+        latest = self.out_dir / "perquery" / ".latest"
+        metrics = self._evaluate(trainer, [self.dev_set], "dev", latest)
         if not trainer.accelerator.is_main_process:
             return
         value = metrics[self.dev_set.name][self.select_metric]
@@ -127,23 +139,30 @@ class EvalCallback:
             tmp = self.out_dir / ".best.safetensors.tmp"
             save_model(trainer.objective, str(tmp))
             os.replace(tmp, self.out_dir / "best.safetensors")
+            name = f"{self.dev_set.name}.tsv"
+            os.replace(latest / name, self.out_dir / "perquery" / name)
 
     def on_train_end(self, trainer) -> None:
         if self.dev_set:
             self._dev(trainer)
+            if trainer.accelerator.is_main_process:  # the last dev evaluation's, if it was not the best
+                shutil.rmtree(self.out_dir / "perquery" / ".latest", ignore_errors=True)
             best = self.out_dir / "best.safetensors"
             if trainer.accelerator.is_main_process and trainer.state.best_step != trainer.state.step and best.exists():
                 logger.info("dev %s was best at step %s (%.4f); testing and exporting that model",
                             self.select_metric, trainer.state.best_step, trainer.state.best_metric)
                 load_model(trainer.objective, str(best))
-        metrics = self._evaluate(trainer, list(self.test_sets), "test") if self.test_sets else {}
+        metrics = (self._evaluate(trainer, list(self.test_sets), "test", self.out_dir / "perquery")
+                   if self.test_sets else {})
         if trainer.accelerator.is_main_process:
             dev = [r for r in trainer.state.history if r["tag"] == "dev" and r["step"] == trainer.state.best_step]
             final = {**(dev[-1]["metrics"] if dev else {}), **metrics}
             write_json(self.out_dir / "metrics.json", final)
             model = trainer.objective.encoder
-            export = export_ranker if isinstance(model, CrossEncoder) else export_encoder
-            export(model, self.out_dir / "export")
+            if isinstance(model, CrossEncoder):
+                export_ranker(model, self.out_dir / "export")
+            else:  # an objective may add files to the export (JPQ: its index)
+                export_encoder(model, self.out_dir / "export", getattr(trainer.objective, "export_files", None))
             self.final = final
             print(format_table(final))
 
