@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from dr.index import IndexConfig
-from dr.index.faiss_index import DenseIndex, place_index
+from dr.index.faiss_index import DenseIndex, gpu_count, place_index
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,10 @@ class ProductQuantizer(nn.Module):
         """Top-k rows of the PQ index for (B, d) unrotated queries, with the current centroids."""
         if self._search_index is None:
             self.sync()
-            self._search_index = place_index(self.cpu_index, self.search_config)
+            on_cpu = self.search_config.device == "cpu" or gpu_count() == 0
+            # searched in place on a CPU (no copy, no log line per step); a GPU copy is re-made each step
+            self._search_index = (DenseIndex(self.cpu_index, self.search_config) if on_cpu
+                                  else place_index(self.cpu_index, self.search_config))
         return self._search_index.search(queries, k)
 
     def invalidate(self) -> None:
