@@ -36,6 +36,7 @@ from dr.models.cross_encoder import CrossEncoder, CrossEncoderConfig
 from dr.models.dual_encoder import DualEncoder
 from dr.quantizer import ProductQuantizer, QuantizerConfig, build_pq_index, load_pq_index
 from dr.quantizer.objective import JPQObjective
+from dr.ranker.ar2 import AR2Config, AR2Objective, AR2PhaseCallback
 from dr.ranker.objective import RankerObjective, RankerObjectiveConfig
 from dr.report import METRICS_FILE, write_curves
 from dr.retrievers.bm25 import BM25Retriever
@@ -64,6 +65,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     tcfg: TrainerConfig = instantiate(cfg.trainer, _convert_="all")
     objective_cfg = instantiate(cfg.objective, _convert_="all") if cfg.get("objective") is not None else None
     ranker_cfg = _ranker_config(cfg, objective_cfg)
+    _check_ar2(cfg, tcfg, objective_cfg)
     # validated before anything heavy is loaded; a cross-encoder run trains no dual encoder
     encoder_cfg = instantiate(cfg.model, _convert_="all") if ranker_cfg is None else None
     loss = instantiate(cfg.loss, _convert_="all")
@@ -71,7 +73,8 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
         mixed_precision=tcfg.mixed_precision,
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[DistributedDataParallelKwargs(
-            find_unused_parameters=encoder_cfg is not None and not encoder_cfg.shared)],
+            find_unused_parameters=encoder_cfg is not None and not encoder_cfg.shared
+            or isinstance(objective_cfg, AR2Config))],  # AR2: one of its two models is idle each step
     )
     seed_everything(tcfg.seed)
     with accelerator.main_process_first():  # the main process builds the Arrow cache; the others reuse it
@@ -87,7 +90,8 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     head_lr = objective_cfg.head_lr if isinstance(objective_cfg, RankerObjectiveConfig) else None
     centroids = ((objective.config.centroid_lr, objective.config.centroid_weight_decay)
                  if isinstance(objective, JPQObjective) else None)
-    groups = _param_groups(objective, tcfg.weight_decay, head_lr, centroids)
+    groups = (_ar2_param_groups(objective, tcfg.weight_decay) if isinstance(objective, AR2Objective)
+              else _param_groups(objective, tcfg.weight_decay, head_lr, centroids))
     optimizer = instantiate(cfg.optimizer, _convert_="all")(params=groups)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(tcfg.warmup_ratio * tcfg.max_steps), tcfg.max_steps)
     # The scheduler is not prepared: Accelerate would step it once per process, since it assumes a
@@ -117,6 +121,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     test_sets = [instantiate(cfg.data.eval_sets[n], _convert_="all") for n in names]
     dev = dev_set(train_set, dev_qids, tcfg.dev_corpus_size, name=f"{train_set.name}-dev") if dev_qids else None
     callbacks = [MinerCallback(miner, mining_encoder)] if miner is not None else []
+    callbacks += [AR2PhaseCallback(objective.config)] if isinstance(objective, AR2Objective) else []
     callbacks += [
         LogCallback(out_dir, tcfg.log_every, tcfg.tensorboard),
         EvalCallback(out_dir, evaluator, retriever, dev, test_sets, tcfg.eval_every, tcfg.zero_shot_eval,
@@ -137,6 +142,38 @@ def _ranker_config(cfg: DictConfig, objective_cfg) -> CrossEncoderConfig | None:
     if cfg.get("teacher") is not None or cfg.get("sampler") is not None:
         raise ValueError("objective=ranker trains a cross-encoder from labels: set teacher=null sampler=null")
     return instantiate(cfg.ranker, _convert_="all")
+
+
+def _check_ar2(cfg: DictConfig, tcfg: TrainerConfig, objective_cfg) -> None:
+    """objective=ar2 needs a ranker and a miner refreshing between AR2 iterations; checked before loading."""
+    if not isinstance(objective_cfg, AR2Config):
+        return
+    if cfg.get("ranker") is None:
+        raise ValueError("objective=ar2 trains a cross-encoder beside the retriever: choose it with ranker=... "
+                         "(e.g. ranker=scifact_teacher or ranker=minilm)")
+    for group in ("negatives", "teacher", "sampler", "quantizer"):
+        if cfg.get(group) is not None:
+            raise ValueError(f"objective=ar2 takes its candidates from the retriever's refreshed index "
+                             f"(miner=dynamic): set {group}=null")
+    if cfg.get("miner") is None:
+        raise ValueError("objective=ar2 takes its candidates from the retriever's refreshed index: set miner=dynamic")
+    miner_cfg = instantiate(cfg.miner, _convert_="all")
+    if miner_cfg.model:
+        raise ValueError("objective=ar2 mines with the retriever it trains: set miner.model=null")
+    objective_cfg.check_refresh(miner_cfg.refresh_every)
+    if tcfg.negatives_per_query < 1:
+        raise ValueError("objective=ar2 ranks each positive among retrieved negatives: set "
+                         "trainer.negatives_per_query >= 1")
+    if tcfg.grad_cache_chunk:
+        raise ValueError("objective=ar2 scores whole groups per step: set trainer.grad_cache_chunk=0")
+
+
+def _ar2_param_groups(objective: AR2Objective, weight_decay: float) -> list[dict]:
+    """The retriever's groups at trainer.lr and the ranker's at objective.ranker_lr (AR2 authors: 1e-5, 1e-6)."""
+    ranker = _param_groups(objective.ranker, weight_decay)
+    if objective.config.ranker_lr is not None:
+        ranker = [{**g, "lr": objective.config.ranker_lr} for g in ranker]
+    return _param_groups(objective.retriever, weight_decay) + ranker
 
 
 def _enable_gradient_checkpointing(model: DualEncoder | CrossEncoder) -> None:
@@ -167,9 +204,16 @@ def _eval_retriever(cfg: DictConfig, objective: torch.nn.Module, objective_cfg, 
 def _build_objective(cfg: DictConfig, tcfg: TrainerConfig, encoder: DualEncoder, loss, train_set, train_qids,
                      cache: EmbeddingCache | None, accelerator: Accelerator, out_dir: Path) -> torch.nn.Module:
     """Contrastive (default), the cross-encoder's listwise objective (`objective=ranker`), ADORE
-    (`objective=adore`: query tower against a fixed passage index) or JPQ (`quantizer=jpq`)."""
+    (`objective=adore`: query tower against a fixed passage index), JPQ (`quantizer=jpq`) or AR2
+    (`objective=ar2`: the retriever and a cross-encoder ranker in alternating phases)."""
     if cfg.get("quantizer") is not None:
         return _jpq_objective(cfg, encoder, train_set, train_qids, cache, accelerator, out_dir)
+    ar2 = instantiate(cfg.objective, _convert_="all") if cfg.get("objective") is not None else None
+    if isinstance(ar2, AR2Config):  # the retriever and the cross-encoder of `ranker=`, trained in turns
+        ranker = CrossEncoder(instantiate(cfg.ranker, _convert_="all"))
+        if tcfg.gradient_checkpointing:
+            _enable_gradient_checkpointing(ranker)
+        return AR2Objective(encoder, ranker, ar2)
     if cfg.get("objective") is None and cfg.get("teacher") is None:
         return ContrastiveObjective(encoder, loss, cross_device=tcfg.cross_device)
     if isinstance(encoder, CrossEncoder):
