@@ -36,6 +36,7 @@ from dr.losses.adversarial import Reduction, ar2_retriever_loss, listwise_cross_
 from dr.models.cross_encoder import CrossEncoder
 from dr.models.dual_encoder import DualEncoder
 from dr.models.export import export_ranker
+from dr.ranker.objective import group_logits
 
 Phase = Literal["ranker", "retriever"]
 RANKER_EXPORT = "ranker"  # the ranker's Hugging Face export, inside the retriever's export directory
@@ -147,8 +148,7 @@ class AR2Objective(nn.Module):
         return loss, logs
 
     def ranker_logits(self, queries: Sequence[str], passages: Sequence[str], group: int) -> torch.Tensor:
-        paired = [q for q in queries for _ in range(group)]
-        return self.ranker(self.ranker.tokenize(paired, passages)).view(len(queries), group)  # (B, G)
+        return group_logits(self.ranker, queries, passages, group)  # (B, G)
 
     def retriever_scores(self, queries: Sequence[str], passages: Sequence[str], group: int) -> torch.Tensor:
         """Each query against its own group only (the authors' einsum "bh,bdh->bd"), over the temperature."""

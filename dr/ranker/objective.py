@@ -34,6 +34,12 @@ class RankerObjectiveConfig:
             raise ValueError(f"objective.head_lr must be > 0 or null, got {self.head_lr}")
 
 
+def group_logits(ranker: CrossEncoder, queries: Sequence[str], passages: Sequence[str], group: int) -> torch.Tensor:
+    """(B, G) cross-encoder logits of each query with its `group` passages (group-major, as in batches)."""
+    paired = [q for q in queries for _ in range(group)]
+    return ranker(ranker.tokenize(paired, passages)).view(len(queries), group)
+
+
 class RankerObjective(nn.Module):
     """`forward(queries, passages) -> (loss, logs)`; the trainer calls it like the contrastive objective.
     `encoder` is the cross-encoder, so evaluation and export find the model being trained there."""
@@ -46,9 +52,7 @@ class RankerObjective(nn.Module):
         """B queries and their B*G passages, group-major with the positive first in each group."""
         if len(passages) % len(queries):
             raise ValueError(f"{len(passages)} passages do not split into groups for {len(queries)} queries")
-        group = len(passages) // len(queries)
-        paired = [q for q in queries for _ in range(group)]
-        logits = self.encoder(self.encoder.tokenize(paired, passages)).view(len(queries), group)  # (B, G)
+        logits = group_logits(self.encoder, queries, passages, len(passages) // len(queries))  # (B, G)
         targets = torch.zeros(len(queries), dtype=torch.long, device=logits.device)  # positive first
         loss = F.cross_entropy(logits, targets)
         with torch.no_grad():
