@@ -3,7 +3,7 @@
 PYTHON ?= python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test test-fast evaluate bm25 teacher clean
+.PHONY: install test test-fast evaluate bm25 teacher bench results clean
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
@@ -23,6 +23,20 @@ bm25:
 
 teacher:  # regenerate data/scifact-teacher (~1 hour on 2 CPU cores)
 	bash scripts/make_scifact_teacher.sh
+
+# dr vs sentence-transformers (training, encoding), model FLOP utilization, miner refresh overhead and
+# memory -> docs/BENCHMARKS.md (generated block) and docs/bench/bench.json. About 15 minutes on 2 CPU cores
+# (estimated from docs/BENCHMARKS.md's timings), 5 of them the miner refresh over the whole SciFact corpus
+# (BENCH_ARGS="--refresh-passages 1000" extrapolates it from 1,000 passages).
+bench:
+	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
+
+# every experiment on the embedded default, one process each, into outputs/results/NAME, then the table in
+# docs/RESULTS.md (generated block) and docs/results.png. About 6 hours of 2 CPU cores from scratch (the sum
+# of docs/RESULTS.md's wall times); resumable: finished commands are skipped (RESULTS_ARGS="--dry-run" shows
+# the plan, "--table-only" only redraws, "--only star_adore" runs one row and what it needs).
+results:
+	$(PYTHON) scripts/results.py $(RESULTS_ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -137,7 +137,8 @@ def compare(runs: Sequence[RunResult], measure: str = "nDCG@10", tests: Sequence
     return out
 
 
-def _marks(c: Comparison | None, alpha: float) -> str:
+def significance_marks(c: Comparison | None, alpha: float = 0.05) -> str:
+    """The marks († t-test, ‡ randomization) of the tests in `c` with p < `alpha`; '' when none or untested."""
     if c is None or not c.p:
         return ""
     return "".join(MARKS[t] for t, p in c.p.items() if p < alpha)
@@ -156,7 +157,7 @@ def format_tables(runs: Sequence[RunResult], comparisons: Sequence[Comparison], 
         cells = []
         for s, m in columns:
             value = run.metrics.get(s, {}).get(m)
-            mark = _marks(by_key.get((run.name, s)), alpha) if i and m == measure else ""
+            mark = significance_marks(by_key.get((run.name, s)), alpha) if i and m == measure else ""
             cells.append("-" if value is None else f"{value:.4f}{mark}")
         lines.append(f"| {run.name} | " + " | ".join(cells) + " |")
 
@@ -200,7 +201,7 @@ def plot_bars(runs: Sequence[RunResult], comparisons: Sequence[Comparison], meas
         bars = ax.bar(xs, values, width, label=run.name, color=f"C{i}")
         for bar, s, v in zip(bars, sets, values):
             if not math.isnan(v):
-                mark = _marks(by_key.get((run.name, s)), alpha) if i else ""
+                mark = significance_marks(by_key.get((run.name, s)), alpha) if i else ""
                 ax.annotate(f"{v:.3f}{mark}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
                             va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(range(len(sets)), sets)

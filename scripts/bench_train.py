@@ -38,8 +38,9 @@ def triples(n_queries: int, seed: int) -> list[tuple[str, str, str]]:
     return out
 
 
-def bench_dr(data: list, batch: int, steps: int, warmup: int, qlen: int, plen: int) -> dict:
-    """dr's own Trainer.training_step (forward, backward, clip, AdamW, scheduler) on its BM25 groups."""
+def build_dr_trainer(batch: int, max_steps: int, qlen: int, plen: int):
+    """dr's Trainer for `+experiment=bm25_negatives` at this batch and these lengths: each query with its
+    positive and its top BM25 negative, no dev or test evaluation (also used by scripts/bench.py)."""
     import tempfile
 
     from hydra import compose, initialize_config_dir
@@ -48,12 +49,17 @@ def bench_dr(data: list, batch: int, steps: int, warmup: int, qlen: int, plen: i
     from dr.train import build_trainer
 
     register_resolvers()
-    overrides = ["+experiment=bm25_negatives", f"trainer.batch_size={batch}", f"trainer.max_steps={steps + warmup}",
+    overrides = ["+experiment=bm25_negatives", f"trainer.batch_size={batch}", f"trainer.max_steps={max_steps}",
                  "trainer.dev_queries=0", "test_sets=[]", "negatives.per_query=1", "negatives.sampling=top",
                  f"model.query_max_length={qlen}", f"model.passage_max_length={plen}", "trainer.tensorboard=false"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides)
-    trainer = build_trainer(cfg, Path(tempfile.mkdtemp()))
+    return build_trainer(cfg, Path(tempfile.mkdtemp()))
+
+
+def bench_dr(data: list, batch: int, steps: int, warmup: int, qlen: int, plen: int) -> dict:
+    """dr's own Trainer.training_step (forward, backward, clip, AdamW, scheduler) on its BM25 groups."""
+    trainer = build_dr_trainer(batch, steps + warmup, qlen, plen)
     trainer.model.train()
     times = []
     for step in range(warmup + steps):

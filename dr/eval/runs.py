@@ -30,3 +30,22 @@ def write_trec_run(run: Run, path: str | Path, tag: str) -> None:
             for rank, (docid, score) in enumerate(ranked, start=1):
                 f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
     os.replace(tmp, path)
+
+
+def read_trec_run(path: str | Path) -> Run:
+    """A TREC run file (`qid Q0 docid rank score tag`) as `{qid: {docid: score}}`; a malformed line
+    raises ValueError naming the file and line."""
+    path = Path(path)
+    run: Run = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            try:
+                qid, _, docid, _, score = fields[:5]
+                run.setdefault(qid, {})[docid] = float(score)
+            except ValueError as e:
+                raise ValueError(f"{path}:{lineno}: expected 'qid Q0 docid rank score tag', got {line.strip()!r}"
+                                 ) from e
+    return run

@@ -1,0 +1,583 @@
+"""`make results`: rerun every experiment on the embedded default, then regenerate the results table of
+docs/RESULTS.md and the figure docs/results.png.
+
+    python scripts/results.py                     # run what is not done yet, then write the table and figure
+    python scripts/results.py --dry-run           # the plan: every command and whether it is done
+    python scripts/results.py --only star_adore   # that row and what it needs, then the table
+    python scripts/results.py --force ance        # rerun ance (and whatever was made from it)
+    python scripts/results.py --table-only        # table and figure from the run dirs as they are; runs nothing
+
+Each experiment is one or more commands (`REGISTRY`; the DL19-pool column of star and ance is a separate
+evaluation of their export, as in docs/RESULTS.md), run one after the other, each in its own process,
+with `hydra.run.dir` set to OUTPUTS/NAME (a second command of a row: OUTPUTS/NAME-SUFFIX). After a
+command exits 0 with a metrics.json holding the sets it must produce, this script writes `results.json` in
+its run dir: the command, its wall time (measured around the process) and when it finished. A command is
+skipped when that record names the same command and it finished after everything it depends on (earlier
+commands of its row, the rows in `after`); so an interrupted `make results` resumes where it stopped, and a
+changed command or `--force` reruns it and the rows made from it. A rerun starts from an empty run dir.
+
+The table has one row per experiment: SciFact-test and DL19-pool RR@10 / nDCG@10 / R@100 (from each run's
+metrics.json) and the wall time; nDCG@10 carries dr.compare's significance marks against the
+bm25_negatives row (paired t-test and randomization test over per-query nDCG@10 from perquery/<set>.tsv,
+or recomputed from runs/<set>.trec and the data config's qrels when a run has no per-query file). A row
+whose commands have not all run says "not run" where its figures would be; nothing is filled in.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dr.compare import TESTS, RunResult, compare, significance_marks
+from dr.docs import describe_machine, format_duration, invocation, machine, today, write_block
+from dr.eval.perquery import PerQuery, read_per_query
+
+ROOT = Path(__file__).resolve().parents[1]
+SETS = ("scifact-test", "dl19-pool")
+MEASURES = ("RR@10", "nDCG@10", "R@100")
+TEST_MEASURE = "nDCG@10"
+BASELINE = "bm25_negatives"
+RECORD = "results.json"  # written by this script in a run dir once its command succeeded
+BLOCK = "results"
+PERMUTATIONS, ALPHA = 10_000, 0.05
+_PLACEHOLDER = re.compile(r"\{run:([A-Za-z0-9_]+)\}")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of an experiment. `argv` starts with `python` (run as this interpreter); `{run:NAME}`
+    stands for experiment NAME's run dir. `hydra.run.dir=<this step's dir>` is appended. `sets`: the eval
+    sets its metrics.json must hold; `suffix`: '' for the experiment's own dir, else the dir NAME-SUFFIX."""
+
+    argv: tuple[str, ...]
+    sets: tuple[str, ...] = SETS
+    suffix: str = ""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A row of the table: `steps` run in order, after every step of the experiments in `after`."""
+
+    name: str
+    label: str
+    steps: tuple[Step, ...]
+    after: tuple[str, ...] = ()
+
+
+def _train(experiment: str, *overrides: str, sets: tuple[str, ...] = SETS) -> Step:
+    return Step(("python", "-m", "dr.train", f"+experiment={experiment}", *overrides), sets)
+
+
+def _evaluate(*overrides: str, sets: tuple[str, ...] = SETS, suffix: str = "") -> Step:
+    return Step(("python", "-m", "dr.evaluate", *overrides), sets, suffix)
+
+
+def _dl19_of(name: str) -> Step:
+    """The DL19-pool evaluation of a run that evaluated only SciFact-test (the experiment configs of star and
+    ance leave the 30k-passage pool out of the run to fit a CPU budget; docs/RESULTS.md's commands)."""
+    return _evaluate(f"model.name_or_path={{run:{name}}}/export", "eval_sets=[dl19-pool]",
+                     sets=("dl19-pool",), suffix="dl19")
+
+
+# The commands of docs/RESULTS.md ("Commands") and of the experiment configs' comments, in the order they
+# must run: adore reads star's export (and the DL19-pool embeddings its evaluation cached), ar2 starts from
+# bm25_negatives' export and its ranker row reranks with the ar2 run's exported ranker.
+REGISTRY: tuple[Experiment, ...] = (
+    Experiment("bm25", "BM25 (bm25s)", (_evaluate("retriever=bm25"),)),
+    Experiment("zero_shot", "zero-shot all-MiniLM-L6-v2", (_evaluate(),)),
+    Experiment("inbatch", "inbatch (random in-batch negatives)", (_train("inbatch"),)),
+    Experiment("bm25_negatives", "bm25_negatives (BM25 + in-batch negatives)", (_train("bm25_negatives"),)),
+    Experiment("star", "star (static negatives of the starting model)",
+               (_train("star", sets=("scifact-test",)), _dl19_of("star"))),
+    Experiment("star_adore", "star + adore (query tower vs star's fixed index)",
+               (_train("adore", "model.name_or_path={run:star}/export"),), after=("star",)),
+    Experiment("ance", "ance (refreshed dense negatives)", (_train("ance", sets=("scifact-test",)), _dl19_of("ance"))),
+    Experiment("teacher_rerank", "SciFact cross-encoder teacher reranking BM25 top 100",
+               (_evaluate("retriever=rerank"),)),
+    Experiment("tas_balanced", "tas_balanced (the main job)", (_train("tas_balanced"),)),
+    Experiment("jpq", "jpq (OPQ+PQ, 48 bytes/passage)", (_train("jpq"),)),
+    Experiment("ar2", "ar2 retriever (from bm25_negatives)",
+               (_train("ar2", "model.name_or_path={run:bm25_negatives}/export"),), after=("bm25_negatives",)),
+    Experiment("ar2_ranker", "ar2 ranker reranking the ar2 retriever's top 100",
+               (_evaluate("retriever=rerank_dense", "model.name_or_path={run:ar2}/export",
+                          "ranker.name_or_path={run:ar2}/export/ranker"),), after=("ar2",)),
+)
+
+
+class StepFailed(RuntimeError):
+    """A command exited non-zero or left no complete metrics.json; the message names the experiment."""
+
+
+@dataclass
+class StepState:
+    """Where one step stands: `done` (skipped when running) or the reason it must run."""
+
+    experiment: Experiment
+    index: int
+    step: Step
+    run_dir: Path
+    argv: list[str]  # as displayed and recorded: starts with "python"
+    done: bool = False
+    reason: str = ""
+    finished: float | None = None  # time.time() when the recorded run finished
+    wall_s: float | None = None
+
+    @property
+    def command(self) -> str:
+        return shlex.join(self.argv)
+
+    @property
+    def key(self) -> str:
+        return f"{self.experiment.name}[{self.index}]"
+
+
+def check_registry(experiments: Sequence[Experiment]) -> None:
+    """Unique names, known dependencies listed before their dependants, `{run:NAME}` only of NAME itself or
+    of a dependency; ValueError naming the experiment otherwise."""
+    seen: set[str] = set()
+    for exp in experiments:
+        if exp.name in seen:
+            raise ValueError(f"experiment {exp.name!r} is listed twice")
+        for dep in exp.after:
+            if dep not in seen:
+                raise ValueError(f"experiment {exp.name!r} runs after {dep!r}, which is not listed before it")
+        for step in exp.steps:
+            for ref in _PLACEHOLDER.findall(" ".join(step.argv)):
+                if ref != exp.name and ref not in exp.after:
+                    raise ValueError(f"experiment {exp.name!r} reads {{run:{ref}}} but does not run after {ref!r}")
+        if len({s.suffix for s in exp.steps}) < len(exp.steps):
+            raise ValueError(f"experiment {exp.name!r}: each step needs its own suffix (run dir)")
+        seen.add(exp.name)
+
+
+def run_dir(outputs: Path, name: str, step: Step | None = None) -> Path:
+    """OUTPUTS/NAME, or OUTPUTS/NAME-SUFFIX for a step with a suffix."""
+    return outputs / (f"{name}-{step.suffix}" if step is not None and step.suffix else name)
+
+
+def resolve_argv(step: Step, exp: Experiment, outputs: Path) -> list[str]:
+    """The step's command with `{run:NAME}` filled in and `hydra.run.dir` appended."""
+    argv = [_PLACEHOLDER.sub(lambda m: str(run_dir(outputs, m.group(1))), a) for a in step.argv]
+    return argv + [f"hydra.run.dir={run_dir(outputs, exp.name, step)}"]
+
+
+def read_record(path: Path) -> dict | None:
+    """The `results.json` of a run dir, or None when absent or unreadable (then the step reruns)."""
+    try:
+        record = json.loads((path / RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def read_metrics(path: Path) -> dict[str, dict[str, float]] | None:
+    try:
+        metrics = json.loads((path / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def missing_sets(path: Path, sets: Sequence[str]) -> list[str]:
+    """The sets of `sets` that the run dir's metrics.json lacks (all of them without a readable file)."""
+    metrics = read_metrics(path) or {}
+    return [s for s in sets if not isinstance(metrics.get(s), dict) or TEST_MEASURE not in metrics[s]]
+
+
+def plan(experiments: Sequence[Experiment], outputs: Path, force: set[str] = frozenset()) -> list[StepState]:
+    """Every step in run order with whether it is done. A step is done when its record names the same
+    command, its metrics.json has its sets, it is not forced, and every step it depends on is done and
+    finished before it."""
+    check_registry(experiments)
+    states: list[StepState] = []
+    by_exp: dict[str, list[StepState]] = {}
+    for exp in experiments:
+        for i, step in enumerate(exp.steps):
+            path = run_dir(outputs, exp.name, step)
+            state = StepState(exp, i, step, path, resolve_argv(step, exp, outputs))
+            upstream = [s for dep in exp.after for s in by_exp[dep]] + by_exp.get(exp.name, [])
+            record = read_record(path)
+            if record is not None:
+                state.finished, state.wall_s = record.get("finished"), record.get("wall_s")
+            lacking = missing_sets(path, step.sets)
+            pending = [s for s in upstream if not s.done]
+            newer = [s for s in upstream if s.finished and (state.finished is None or s.finished > state.finished)]
+            if exp.name in force or "all" in force:
+                state.reason = "forced (--force)"
+            elif record is None:
+                state.reason = "not run" if not path.exists() else f"no {RECORD} (not finished by this script)"
+            elif record.get("command") != state.command:
+                state.reason = f"command changed (was: {record.get('command')})"
+            elif lacking:
+                state.reason = f"metrics.json lacks {', '.join(lacking)}"
+            elif pending:
+                state.reason = f"{pending[0].key} must run first"
+            elif newer:
+                state.reason = f"{newer[0].key} ran after it"
+            else:
+                state.done = True
+            states.append(state)
+            by_exp.setdefault(exp.name, []).append(state)
+    return states
+
+
+def select(experiments: Sequence[Experiment], only: Sequence[str]) -> list[Experiment]:
+    """The experiments named in `only` and those they run after (in registry order); all when empty."""
+    if not only:
+        return list(experiments)
+    by_name = {e.name: e for e in experiments}
+    unknown = [n for n in only if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {unknown}; known: {', '.join(by_name)}")
+    wanted: set[str] = set()
+    stack = list(only)
+    while stack:
+        name = stack.pop()
+        if name not in wanted:
+            wanted.add(name)
+            stack.extend(by_name[name].after)
+    return [e for e in experiments if e.name in wanted]
+
+
+def format_plan(states: Sequence[StepState]) -> str:
+    lines = []
+    for s in states:
+        status = "done, skip" if s.done else f"run ({s.reason})"
+        lines.append(f"{s.key:<20} {status}\n    {s.command}")
+    return "\n".join(lines)
+
+
+def run_step(state: StepState, outputs: Path) -> None:
+    """Run one step in a fresh run dir, its output to `results.log` there; write its record on success,
+    else raise StepFailed naming the experiment, the command and the log's last lines."""
+    path = state.run_dir
+    if path.exists():
+        if outputs.resolve() not in path.resolve().parents:
+            raise StepFailed(f"{state.key}: refusing to clear {path}, which is outside {outputs}")
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    log = path / "results.log"
+    argv = [sys.executable if i == 0 and a == "python" else a for i, a in enumerate(state.argv)]
+    start = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as f:
+        proc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - start
+    lacking = missing_sets(path, state.step.sets)
+    if proc.returncode != 0 or lacking:
+        why = (f"exited with code {proc.returncode}" if proc.returncode != 0
+               else f"exited 0 but its metrics.json lacks {', '.join(lacking)}")
+        tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-30:])
+        raise StepFailed(f"experiment {state.experiment.name!r} failed: {why}\n  command: {state.command}\n"
+                         f"  log: {log}\n--- last lines of the log ---\n{tail}")
+    state.done, state.finished, state.wall_s = True, time.time(), wall
+    (path / RECORD).write_text(json.dumps({"experiment": state.experiment.name, "step": state.index,
+                                           "command": state.command, "wall_s": wall, "finished": state.finished,
+                                           "finished_at": today()}, indent=2) + "\n")
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)  # progress shows up at once under make or a pipe
+
+
+def execute(states: Sequence[StepState], outputs: Path, log: Callable[[str], None] = _say) -> int:
+    """Run the steps that are not done, in order; returns how many ran. `plan` already marks every step
+    downstream of one that must run, so nothing is decided here."""
+    todo = [s for s in states if not s.done]
+    for n, s in enumerate(todo, start=1):
+        log(f"[{n}/{len(todo)}] {s.key}: {s.command}  (log: {s.run_dir / 'results.log'})")
+        run_step(s, outputs)
+        log(f"    done in {format_duration(s.wall_s)}")
+    return len(todo)
+
+
+# ---------------------------------------------------------------------------------------------- table
+
+
+@dataclass
+class Row:
+    """One experiment's figures as found on disk; `metrics` has only the sets its finished steps made."""
+
+    experiment: Experiment
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_query: dict[str, PerQuery] = field(default_factory=dict)
+    wall_s: float | None = 0.0
+    steps_done: int = 0
+    stale: bool = False  # figures on disk, but not from the current commands
+    steps_taken: int | None = None  # trainer.max_steps of its training run, from config.yaml
+
+    @property
+    def ran(self) -> bool:
+        return self.steps_done > 0
+
+    def result(self) -> RunResult:
+        return RunResult(self.experiment.name, Path(), self.metrics, self.per_query)
+
+
+def _qrels_source(set_name: str) -> tuple[Path, int] | None:
+    """(qrels path, rel_level) of an eval set of configs/data/scifact.yaml (the embedded default)."""
+    from omegaconf import OmegaConf
+
+    from dr.config import CONFIG_DIR, register_resolvers
+
+    register_resolvers()
+    cfg = OmegaConf.load(Path(CONFIG_DIR) / "data" / "scifact.yaml")
+    spec = cfg.eval_sets.get(set_name)
+    if spec is None:
+        return None
+    path = spec.qrels if "qrels" in spec else f"{spec.root}/qrels/{spec.split}.tsv"
+    return Path(path), int(spec.get("rel_level", 1))
+
+
+def load_per_query(path: Path, set_name: str) -> PerQuery | None:
+    """perquery/<set>.tsv of a run dir, else the set's per-query nDCG@10 recomputed from runs/<set>.trec
+    and the qrels file (runs made before per-query files existed), else None."""
+    tsv = path / "perquery" / f"{set_name}.tsv"
+    if tsv.exists():
+        return read_per_query(tsv)
+    trec = path / "runs" / f"{set_name}.trec"
+    source = _qrels_source(set_name) if trec.exists() else None
+    if source is None:
+        return None
+    from dr.data.errors import ReadPolicy
+    from dr.data.qrels import read_qrels
+    from dr.eval.measures import per_query
+    from dr.eval.runs import read_trec_run
+
+    qrels = read_qrels(source[0], ReadPolicy(strict=True))
+    return {TEST_MEASURE: per_query(read_trec_run(trec), qrels, TEST_MEASURE, source[1])}
+
+
+def _max_steps(path: Path) -> int | None:
+    try:
+        import yaml
+
+        cfg = yaml.safe_load((path / "config.yaml").read_text())
+        return int(cfg["trainer"]["max_steps"])
+    except (OSError, KeyError, TypeError, ValueError, ImportError):
+        return None
+
+
+def collect(experiments: Sequence[Experiment], states: Sequence[StepState]) -> list[Row]:
+    """Each experiment's figures from the run dirs of its steps that have them (a later step's sets
+    override an earlier one's), with the summed wall time (the record's, else timings.json's)."""
+    by_key = {(s.experiment.name, s.index): s for s in states}
+    rows = []
+    for exp in experiments:
+        row = Row(exp)
+        for i, step in enumerate(exp.steps):
+            state = by_key[(exp.name, i)]
+            if missing_sets(state.run_dir, step.sets):
+                row.wall_s = None
+                continue
+            metrics = read_metrics(state.run_dir) or {}
+            row.steps_done += 1
+            row.stale |= not state.done
+            for s in step.sets:
+                row.metrics[s] = metrics[s]
+                values = load_per_query(state.run_dir, s)
+                if values is not None:
+                    row.per_query[s] = values
+            wall = state.wall_s
+            if wall is None:
+                try:
+                    wall = float(json.loads((state.run_dir / "timings.json").read_text())["wall_s"])
+                except (OSError, KeyError, ValueError, TypeError):
+                    wall = None
+            row.wall_s = None if wall is None or row.wall_s is None else row.wall_s + wall
+            if row.steps_taken is None and step.argv[1:3] == ("-m", "dr.train"):
+                row.steps_taken = _max_steps(state.run_dir)
+        rows.append(row)
+    return rows
+
+
+def significance(rows: Sequence[Row], baseline: str = BASELINE) -> dict[tuple[str, str], str]:
+    """`{(experiment, set): marks}` of per-query nDCG@10 against the baseline row (dr.compare's tests)."""
+    base = next((r for r in rows if r.experiment.name == baseline and r.ran), None)
+    if base is None:
+        return {}
+    marks = {}
+    for row in rows:
+        if row is base or not row.ran:
+            continue
+        for c in compare([base.result(), row.result()], TEST_MEASURE, TESTS, PERMUTATIONS, seed=0):
+            marks[(row.experiment.name, c.eval_set)] = significance_marks(c, ALPHA)
+    return marks
+
+
+def label(row: Row) -> str:
+    text = row.experiment.label
+    if row.steps_taken is not None:
+        text += f", {row.steps_taken} steps"
+    return text + (" *" if row.stale else "")
+
+
+def format_table(rows: Sequence[Row], marks: dict[tuple[str, str], str], baseline: str = BASELINE) -> str:
+    """One markdown table: method rows, SciFact-test and DL19-pool RR@10 / nDCG@10 / R@100, wall time."""
+    head = ["method"] + [f"{s} {m}" if j == 0 else m for s in SETS for j, m in enumerate(MEASURES)] + ["wall time"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for row in rows:
+        cells = []
+        for s in SETS:
+            values = row.metrics.get(s)
+            if values is None:
+                cells += ["not run"] + [""] * (len(MEASURES) - 1)
+                continue
+            for m in MEASURES:
+                mark = marks.get((row.experiment.name, s), "") if m == TEST_MEASURE else ""
+                cells.append(f"{values[m]:.4f}{mark}" if m in values else "-")
+        n = len(row.experiment.steps)
+        if not row.ran:
+            wall = "not run"
+        elif row.steps_done < n:
+            wall = f"{row.steps_done} of {n} commands run"
+        else:
+            wall = format_duration(row.wall_s)
+        name = label(row) + (" (baseline)" if row.experiment.name == baseline else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {wall} |")
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[Row], marks: dict[tuple[str, str], str], path: Path, baseline: str = BASELINE) -> Path:
+    """Grouped bars: one group per method (registry order), one bar per eval set's nDCG@10, the value and
+    its marks on top, dashed lines at the baseline's values; "not run" where a method has no figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 0.8 / len(SETS)
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.0 + 0.95 * len(rows)), 5.5))
+    base = next((r for r in rows if r.experiment.name == baseline), None)
+    for j, s in enumerate(SETS):
+        xs = [i + (j - (len(SETS) - 1) / 2) * width for i in range(len(rows))]
+        values = [r.metrics.get(s, {}).get(TEST_MEASURE, float("nan")) for r in rows]
+        bars = ax.bar(xs, values, width, label=s, color=f"C{j}")
+        for bar, row, v in zip(bars, rows, values):
+            x = bar.get_x() + bar.get_width() / 2
+            if v == v:  # not NaN
+                ax.annotate(f"{v:.3f}{marks.get((row.experiment.name, s), '')}", (x, v), ha="center", va="bottom",
+                            fontsize=7, rotation=90, xytext=(0, 2), textcoords="offset points")
+            else:
+                ax.text(x, 0.02, "not run", ha="center", va="bottom", fontsize=7, rotation=90, color="0.4")
+        if base is not None and TEST_MEASURE in base.metrics.get(s, {}):
+            ax.axhline(base.metrics[s][TEST_MEASURE], color=f"C{j}", linestyle="--", linewidth=0.8, alpha=0.7)
+    ax.set_xticks(range(len(rows)), [r.experiment.name for r in rows], rotation=35, ha="right", fontsize=9)
+    ax.set_xlim(-0.6, len(rows) - 0.4)  # bars of NaN do not widen the axis: keep the "not run" groups in view
+    ax.set_ylabel(TEST_MEASURE)
+    top = max([v.get(TEST_MEASURE, 0.0) for r in rows for v in r.metrics.values()] or [1.0])
+    ax.set_ylim(0, min(1.05, top * 1.2 + 0.02))
+    ax.set_title(f"{TEST_MEASURE} per method on the embedded default; dashed: {baseline}. "
+                 f"Marks: p < {ALPHA} vs {baseline} († t-test, ‡ randomization)", fontsize=9)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="eval set", title_fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def block(rows: Sequence[Row], marks: dict, states: Sequence[StepState], command: str, machine_line: str,
+          figure: str | None, baseline: str = BASELINE) -> str:
+    """The generated block of docs/RESULTS.md: provenance, the table, how to read it, figure, commands."""
+    finished = sorted(s.finished for s in states if s.finished)
+    span = ""
+    if finished:
+        first, last = (time.strftime("%Y-%m-%d", time.localtime(t)) for t in (finished[0], finished[-1]))
+        span = f" from runs made {first}" + (f" to {last}" if last != first else "")
+    queries = {s: max((len(r.per_query.get(s, {}).get(TEST_MEASURE, {})) for r in rows), default=0) for s in SETS}
+    lines = [
+        "<!-- generated by scripts/results.py (make results): edit the script, not this block -->",
+        f"Generated {today()} by `{command}`{span}, on {machine_line}. Each command ran alone in its own "
+        "process; a row's wall time is the sum of its commands' wall times, measured around each process "
+        "(loading, training, evaluation; on a CPU mostly corpus encoding). Dense evaluations reuse corpus "
+        "embeddings from the dr cache (`$DR_CACHE`) when the same weights were encoded before, so a row's wall "
+        "time depends on what ran before it (the timings.json of a dr.evaluate run counts its cache hits).",
+        "",
+        format_table(rows, marks, baseline),
+        "",
+        f"Marks on nDCG@10: † paired t-test, ‡ paired randomization test ({PERMUTATIONS:,} sign flips, seed 0), "
+        f"two-sided p < {ALPHA} against {baseline}, over per-query nDCG@10 "
+        f"({', '.join(f'{n} {s} queries' for s, n in queries.items() if n)}). "
+        "A row without marks is not distinguishable from the baseline at this level.",
+    ]
+    if not any(r.experiment.name == baseline and r.ran for r in rows):
+        lines.append(f"No marks: the {baseline} row has not run.")
+    if any(r.stale for r in rows):
+        lines.append("Rows marked * are figures from run dirs that the current commands did not make (an older "
+                     "command, or made before a row they depend on was rerun); `make results` reruns them.")
+    if figure:
+        lines += ["", f"![nDCG@10 of each method on SciFact-test and DL19-pool]({figure})"]
+    lines += ["", "Commands (one process each, in this order; `python scripts/results.py --dry-run` lists what "
+              "is done):", ""]
+    lines += ["    " + line for s in states for line in s.command.splitlines()]  # one indented code block
+    return "\n".join(lines)
+
+
+def names(values: Sequence[str]) -> list[str]:
+    """`["a,b", "c"]` -> `["a", "b", "c"]` (repeatable, comma-separated options)."""
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+def main(argv: Sequence[str] | None = None, experiments: Sequence[Experiment] = REGISTRY) -> int:
+    parser = argparse.ArgumentParser(prog="python scripts/results.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--outputs", type=Path, default=Path("outputs/results"), help="root of the run dirs")
+    parser.add_argument("--only", action="append", default=[], metavar="NAMES",
+                        help="comma-separated experiments to run (plus what they depend on); the table keeps every row")
+    parser.add_argument("--force", action="append", default=[], metavar="NAMES",
+                        help="comma-separated experiments to rerun even if done ('all' for every one)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--table-only", action="store_true", help="run nothing; regenerate the table and figure")
+    parser.add_argument("--out-md", type=Path, default=ROOT / "docs" / "RESULTS.md")
+    parser.add_argument("--out-png", type=Path, default=ROOT / "docs" / "results.png")
+    args = parser.parse_args(argv)
+    try:
+        chosen = select(experiments, names(args.only))
+        force = set(names(args.force))
+        unknown = force - {e.name for e in experiments} - {"all"}
+        if unknown:
+            raise ValueError(f"--force: unknown experiment(s) {sorted(unknown)}")
+        states = plan(chosen, args.outputs, force)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.dry_run or not args.table_only:
+        print(format_plan(states))
+    if args.dry_run:
+        return 0
+    if not args.table_only:
+        try:
+            ran = execute(states, args.outputs)
+        except StepFailed as e:
+            print(f"\nerror: {e}", file=sys.stderr)
+            print("The table was not regenerated; fix the command and rerun (finished commands are skipped).",
+                  file=sys.stderr)
+            return 1
+        print(f"{ran} command(s) ran, {len(states) - ran} were done already")
+    all_states = plan(experiments, args.outputs)  # every row, as found on disk now
+    rows = collect(experiments, all_states)
+    marks = significance(rows)
+    figure = None
+    try:
+        png = plot(rows, marks, args.out_png)
+        figure = os.path.relpath(png, args.out_md.parent)
+        print(f"figure: {png}")
+    except ImportError:
+        print("matplotlib is not installed: no figure", file=sys.stderr)
+    command = invocation("scripts/results.py", argv if argv is not None else sys.argv[1:], "results")
+    text = block(rows, marks, all_states, command, describe_machine(machine()), figure)
+    print(text)
+    print(f"table: {write_block(args.out_md, BLOCK, text)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
