@@ -21,7 +21,7 @@ evaluate:
 bm25:
 	$(PYTHON) -m dr.evaluate retriever=bm25
 
-teacher:  # regenerate data/scifact-teacher (~1 hour on 2 CPU cores)
+teacher:  # regenerate data/scifact-teacher (~2 hours on 2 CPU cores: two training stages, then scoring)
 	bash scripts/make_scifact_teacher.sh
 
 # dr vs sentence-transformers (training, encoding), model FLOP utilization, miner refresh overhead and
