@@ -47,6 +47,41 @@ class Comparison:
     note: str = ""
 
 
+def qrels_source(set_name: str) -> tuple[Path, int] | None:
+    """(qrels path, rel_level) of an eval set of configs/data/scifact.yaml (the embedded default)."""
+    from omegaconf import OmegaConf
+
+    from dr.config import CONFIG_DIR, register_resolvers
+
+    register_resolvers()
+    cfg = OmegaConf.load(Path(CONFIG_DIR) / "data" / "scifact.yaml")
+    spec = cfg.eval_sets.get(set_name)
+    if spec is None:
+        return None
+    path = spec.qrels if "qrels" in spec else f"{spec.root}/qrels/{spec.split}.tsv"
+    return Path(path), int(spec.get("rel_level", 1))
+
+
+def load_per_query(path: Path, set_name: str, measure: str = "nDCG@10") -> PerQuery | None:
+    """perquery/<set>.tsv of a run dir, else the set's per-query nDCG@10 recomputed from runs/<set>.trec
+    and the qrels file of the embedded default's set of that name (runs made before per-query files
+    existed), else None."""
+    tsv = path / "perquery" / f"{set_name}.tsv"
+    if tsv.exists():
+        return read_per_query(tsv)
+    trec = path / "runs" / f"{set_name}.trec"
+    source = qrels_source(set_name) if trec.exists() else None
+    if source is None:
+        return None
+    from dr.data.errors import ReadPolicy
+    from dr.data.qrels import read_qrels
+    from dr.eval.measures import per_query
+    from dr.eval.runs import read_trec_run
+
+    qrels = read_qrels(source[0], ReadPolicy(strict=True))
+    return {measure: per_query(read_trec_run(trec), qrels, measure, source[1])}
+
+
 def load_run(path: str | Path) -> RunResult:
     """A run dir's final metrics and per-query values; ValueError naming the dir when it is not one."""
     path = Path(path)
@@ -61,8 +96,7 @@ def load_run(path: str | Path) -> RunResult:
         raise ValueError(f"{metrics_path}:{e.lineno}: not valid JSON ({e.msg})") from e
     if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
         raise ValueError(f"{metrics_path}: expected {{set: {{measure: value}}}}")
-    per_query = {name: read_per_query(path / "perquery" / f"{name}.tsv") for name in metrics
-                 if (path / "perquery" / f"{name}.tsv").exists()}
+    per_query = {name: values for name in metrics if (values := load_per_query(path, name)) is not None}
     return RunResult(path.name or str(path), path, metrics, per_query)
 
 

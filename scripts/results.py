@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dr.compare import TESTS, RunResult, compare, significance_marks
+from dr.compare import TESTS, RunResult, compare, load_per_query, significance_marks
 from dr.docs import describe_machine, format_duration, invocation, machine, today, write_block
 from dr.eval.perquery import PerQuery, read_per_query
 
@@ -320,40 +320,6 @@ class Row:
 
     def result(self) -> RunResult:
         return RunResult(self.experiment.name, Path(), self.metrics, self.per_query)
-
-
-def _qrels_source(set_name: str) -> tuple[Path, int] | None:
-    """(qrels path, rel_level) of an eval set of configs/data/scifact.yaml (the embedded default)."""
-    from omegaconf import OmegaConf
-
-    from dr.config import CONFIG_DIR, register_resolvers
-
-    register_resolvers()
-    cfg = OmegaConf.load(Path(CONFIG_DIR) / "data" / "scifact.yaml")
-    spec = cfg.eval_sets.get(set_name)
-    if spec is None:
-        return None
-    path = spec.qrels if "qrels" in spec else f"{spec.root}/qrels/{spec.split}.tsv"
-    return Path(path), int(spec.get("rel_level", 1))
-
-
-def load_per_query(path: Path, set_name: str) -> PerQuery | None:
-    """perquery/<set>.tsv of a run dir, else the set's per-query nDCG@10 recomputed from runs/<set>.trec
-    and the qrels file (runs made before per-query files existed), else None."""
-    tsv = path / "perquery" / f"{set_name}.tsv"
-    if tsv.exists():
-        return read_per_query(tsv)
-    trec = path / "runs" / f"{set_name}.trec"
-    source = _qrels_source(set_name) if trec.exists() else None
-    if source is None:
-        return None
-    from dr.data.errors import ReadPolicy
-    from dr.data.qrels import read_qrels
-    from dr.eval.measures import per_query
-    from dr.eval.runs import read_trec_run
-
-    qrels = read_qrels(source[0], ReadPolicy(strict=True))
-    return {TEST_MEASURE: per_query(read_trec_run(trec), qrels, TEST_MEASURE, source[1])}
 
 
 def _max_steps(path: Path) -> int | None:

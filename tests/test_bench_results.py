@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import dr.compare as compare_module
 from dr.docs import describe_machine, format_duration, insert_after_intro, invocation, markers, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,7 +263,7 @@ def test_results_real_commands(tmp_path, monkeypatch):
 def test_results_per_query_from_a_trec_run_when_the_tsv_is_missing(tmp_path, monkeypatch):
     qrels = tmp_path / "qrels.txt"
     qrels.write_text("q1 0 d1 2\nq1 0 d2 1\nq2 0 d3 1\n")
-    monkeypatch.setattr(results, "_qrels_source", lambda name: (qrels, 1))
+    monkeypatch.setattr(compare_module, "qrels_source", lambda name: (qrels, 1))
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "scifact-test.trec").write_text("q1 Q0 d1 1 2.0 x\nq1 Q0 d9 2 1.0 x\nq2 Q0 d9 1 1.0 x\n")
     values = results.load_per_query(tmp_path, "scifact-test")["nDCG@10"]
