@@ -78,7 +78,7 @@ def test_ar2_phases_refreshes_exports_rerank_and_resume(tiny_model, train_data_d
 @pytest.mark.parametrize(("overrides", "message"), [
     (["objective=ar2", "miner=dynamic", "miner.refresh_every=10"], "choose it with ranker="),
     (["objective=ar2", "ranker=minilm"], "set miner=dynamic"),
-    (["+experiment=ar2", "miner.refresh_every=4"], "miner.refresh_every=4 must be a positive multiple"),
+    (["+experiment=ar2", "miner.refresh_every=6"], "miner.refresh_every=6 must be a positive multiple"),
     (["+experiment=ar2", "negatives=bm25"], "set negatives=null"),
     (["+experiment=ar2", "miner.model=/some/model"], "set miner.model=null"),
 ])
