@@ -126,23 +126,41 @@ def _plot_set(ax, records: Sequence[dict], name: str) -> None:
         ax.scatter([], [], color="grey", marker=TAG_MARKERS.get(tag, "o"),
                    label="test (selected model)" if tag == "test" else tag)
     ax.set_title(f"{name}")
+    _integer_steps(ax)
     ax.set_xlabel("step")
     ax.set_ylabel("value")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="best")
 
 
+def _integer_steps(ax) -> None:
+    """Steps are whole numbers: no 7.6, 7.8 ... ticks when a run has a single evaluation step."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
 def _plot_loss(ax, train_log: Sequence[dict]) -> None:
-    points = [(r["step"], r["loss"]) for r in train_log if "loss" in r and "step" in r]
-    if points:
-        ax.plot([p[0] for p in points], [p[1] for p in points], color="C3", label="loss", linewidth=1)
-    else:
+    """The total loss, and each logged component (`loss_*`, e.g. AR2's ranker, adversarial and
+    distillation terms) as a thinner dashed line when there is more than one kind of loss."""
+    names = ["loss"] + sorted({k for r in train_log for k in r if k.startswith("loss_")})
+    plotted = 0
+    for i, name in enumerate(names):
+        points = [(r["step"], r[name]) for r in train_log if name in r and "step" in r]
+        if not points:
+            continue
+        style = {"color": "C3", "linewidth": 1.2} if name == "loss" else \
+            {"color": f"C{4 + i}", "linewidth": 0.9, "linestyle": "--", "marker": "."}
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=name, **style)
+        plotted += 1
+    if not plotted:
         ax.text(0.5, 0.5, "no train_log.jsonl", ha="center", va="center", transform=ax.transAxes)
     ax.set_title("training loss")
+    _integer_steps(ax)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    if points:
+    if plotted:
         ax.legend(fontsize="small")
 
 

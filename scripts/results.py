@@ -313,6 +313,7 @@ class Row:
     steps_done: int = 0
     stale: bool = False  # figures on disk, but not from the current commands
     steps_taken: int | None = None  # trainer.max_steps of its training run, from config.yaml
+    cached: int = 0  # corpus encodings its commands took from the dr cache instead of computing
 
     @property
     def ran(self) -> bool:
@@ -330,6 +331,26 @@ def _max_steps(path: Path) -> int | None:
         return int(cfg["trainer"]["max_steps"])
     except (OSError, KeyError, TypeError, ValueError, ImportError):
         return None
+
+
+def cache_hits(run_dir: Path) -> int:
+    """Corpus encodings a run took from the dr embedding cache: dr.evaluate's timings.json `cache_hits`
+    plus the miner refreshes of a training run (refresh.jsonl) that found their embeddings cached."""
+    hits = 0
+    try:
+        hits += int(json.loads((run_dir / "timings.json").read_text()).get("cache_hits") or 0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    try:
+        lines = (run_dir / "refresh.jsonl").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            hits += bool(json.loads(line).get("cache_hit"))
+        except (ValueError, AttributeError):
+            continue
+    return hits
 
 
 def collect(experiments: Sequence[Experiment], states: Sequence[StepState]) -> list[Row]:
@@ -359,6 +380,7 @@ def collect(experiments: Sequence[Experiment], states: Sequence[StepState]) -> l
                 except (OSError, KeyError, ValueError, TypeError):
                     wall = None
             row.wall_s = None if wall is None or row.wall_s is None else row.wall_s + wall
+            row.cached += cache_hits(state.run_dir)
             if row.steps_taken is None and step.argv[1:3] == ("-m", "dr.train"):
                 row.steps_taken = _max_steps(state.run_dir)
         rows.append(row)
@@ -407,6 +429,8 @@ def format_table(rows: Sequence[Row], marks: dict[tuple[str, str], str], baselin
             wall = f"{row.steps_done} of {n} commands run"
         else:
             wall = format_duration(row.wall_s)
+            if row.cached:
+                wall += f" ({row.cached} corpus encoding{'s' if row.cached > 1 else ''} from the cache)"
         name = label(row) + (" (baseline)" if row.experiment.name == baseline else "")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {wall} |")
     return "\n".join(lines)
@@ -467,7 +491,8 @@ def block(rows: Sequence[Row], marks: dict, states: Sequence[StepState], command
         "process; a row's wall time is the sum of its commands' wall times, measured around each process "
         "(loading, training, evaluation; on a CPU mostly corpus encoding). Dense evaluations reuse corpus "
         "embeddings from the dr cache (`$DR_CACHE`) when the same weights were encoded before, so a row's wall "
-        "time depends on what ran before it (the timings.json of a dr.evaluate run counts its cache hits).",
+        "time depends on what ran before it; the wall time column says how many corpus encodings (an "
+        "evaluation's or a miner refresh's) a row took from the cache.",
         "",
         format_table(rows, marks, baseline),
         "",

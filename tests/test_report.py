@@ -105,6 +105,24 @@ def test_curves_png_from_eval_and_train_logs(tmp_path):
     assert width >= 3 * 5 * 120 and height >= 3 * 120  # three panels (dev, test, loss) at dpi >= 120
 
 
+def test_loss_panel_draws_each_logged_loss_component(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dr import report
+
+    log = [{"step": 1, "loss": 0.4, "loss_ranker": 0.4}, {"step": 2, "loss": 1.5, "loss_adv": 2.6, "loss_distill": 0.4},
+           {"step": 3, "lr": 1e-5}]
+    fig, ax = plt.subplots()
+    report._plot_loss(ax, log)
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+    plt.close(fig)
+    assert lines == {"loss": ([1, 2], [0.4, 1.5]), "loss_adv": ([2], [2.6]), "loss_distill": ([2], [0.4]),
+                     "loss_ranker": ([1], [0.4])}
+
+
 def test_curves_are_skipped_with_a_warning_when_matplotlib_is_missing(tmp_path, monkeypatch, caplog):
     run = tmp_path / "run"
     write_logs(run)
