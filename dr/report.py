@@ -142,7 +142,7 @@ def _integer_steps(ax) -> None:
 
 def _plot_loss(ax, train_log: Sequence[dict]) -> None:
     """The total loss, and each logged component (`loss_*`, e.g. AR2's ranker, adversarial and
-    distillation terms) as a thinner dashed line when there is more than one kind of loss."""
+    distillation terms) as a thinner dashed line."""
     names = ["loss"] + sorted({k for r in train_log for k in r if k.startswith("loss_")})
     plotted = 0
     for i, name in enumerate(names):

@@ -40,6 +40,7 @@ from pathlib import Path
 from dr.compare import TESTS, RunResult, compare, load_per_query, significance_marks
 from dr.docs import describe_machine, format_duration, invocation, machine, today, write_block
 from dr.eval.perquery import PerQuery, read_per_query
+from dr.report import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("scifact-test", "dl19-pool")
@@ -333,24 +334,20 @@ def _max_steps(path: Path) -> int | None:
         return None
 
 
-def cache_hits(run_dir: Path) -> int:
+def _timings(run_dir: Path) -> dict:
+    """A run's timings.json ({} when missing or unreadable: older runs have none)."""
+    try:
+        data = json.loads((run_dir / "timings.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def cache_hits(run_dir: Path, timings: dict) -> int:
     """Corpus encodings a run took from the dr embedding cache: dr.evaluate's timings.json `cache_hits`
     plus the miner refreshes of a training run (refresh.jsonl) that found their embeddings cached."""
-    hits = 0
-    try:
-        hits += int(json.loads((run_dir / "timings.json").read_text()).get("cache_hits") or 0)
-    except (OSError, ValueError, TypeError, AttributeError):
-        pass
-    try:
-        lines = (run_dir / "refresh.jsonl").read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        try:
-            hits += bool(json.loads(line).get("cache_hit"))
-        except (ValueError, AttributeError):
-            continue
-    return hits
+    refreshes = read_jsonl(run_dir / "refresh.jsonl")
+    return int(timings.get("cache_hits") or 0) + sum(bool(r.get("cache_hit")) for r in refreshes)
 
 
 def collect(experiments: Sequence[Experiment], states: Sequence[StepState]) -> list[Row]:
@@ -373,14 +370,15 @@ def collect(experiments: Sequence[Experiment], states: Sequence[StepState]) -> l
                 values = load_per_query(state.run_dir, s)
                 if values is not None:
                     row.per_query[s] = values
+            timings = _timings(state.run_dir)
             wall = state.wall_s
             if wall is None:
                 try:
-                    wall = float(json.loads((state.run_dir / "timings.json").read_text())["wall_s"])
-                except (OSError, KeyError, ValueError, TypeError):
+                    wall = float(timings["wall_s"])
+                except (KeyError, ValueError, TypeError):
                     wall = None
             row.wall_s = None if wall is None or row.wall_s is None else row.wall_s + wall
-            row.cached += cache_hits(state.run_dir)
+            row.cached += cache_hits(state.run_dir, timings)
             if row.steps_taken is None and step.argv[1:3] == ("-m", "dr.train"):
                 row.steps_taken = _max_steps(state.run_dir)
         rows.append(row)
