@@ -57,9 +57,19 @@ def build_dr_trainer(batch: int, max_steps: int, qlen: int, plen: int):
     return build_trainer(cfg, Path(tempfile.mkdtemp()))
 
 
-def bench_dr(data: list, batch: int, steps: int, warmup: int, qlen: int, plen: int) -> dict:
-    """dr's own Trainer.training_step (forward, backward, clip, AdamW, scheduler) on its BM25 groups."""
+def bench_dr(data: list, batch: int, steps: int, warmup: int, qlen: int, plen: int,
+             compile: bool = False) -> dict:
+    """dr's own Trainer.training_step (forward, backward, clip, AdamW, scheduler) on its BM25 groups. With
+    `compile`, the (shared) encoder tower runs under `torch.compile(dynamic=True)`; the warm-up steps then
+    include the compilation, reported as `warmup_s`."""
     trainer = build_dr_trainer(batch, steps + warmup, qlen, plen)
+    if compile:
+        import torch
+
+        encoder = trainer.model.encoder
+        if encoder.passage_model is not encoder.query_model:
+            raise ValueError("--compile measures the shared-tower model only")
+        encoder.query_model = encoder.passage_model = torch.compile(encoder.query_model, dynamic=True)
     trainer.model.train()
     times = []
     for step in range(warmup + steps):
@@ -67,7 +77,7 @@ def bench_dr(data: list, batch: int, steps: int, warmup: int, qlen: int, plen: i
         trainer.training_step(step)
         times.append(time.perf_counter() - start)
     timed = sum(times[warmup:])
-    return {"queries_per_s": batch * steps / timed, "s_per_step": timed / steps}
+    return {"queries_per_s": batch * steps / timed, "s_per_step": timed / steps, "warmup_s": sum(times[:warmup])}
 
 
 def bench_st(data: list, batch: int, steps: int, warmup: int, plen: int) -> dict:
@@ -111,6 +121,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--query-max-length", type=int, default=64)
     ap.add_argument("--passage-max-length", type=int, default=256)
+    ap.add_argument("--compile", action="store_true", help="run dr's encoder under torch.compile")
     ap.add_argument("--only", choices=["dr", "st"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--data", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None)
@@ -118,7 +129,8 @@ def main() -> int:
     if a.only:  # child process: one framework
         data = json.loads(Path(a.data).read_text())
         if a.only == "dr":
-            r = bench_dr(data, a.batch_size, a.steps, a.warmup, a.query_max_length, a.passage_max_length)
+            r = bench_dr(data, a.batch_size, a.steps, a.warmup, a.query_max_length, a.passage_max_length,
+                         compile=a.compile)
         else:
             r = bench_st(data, a.batch_size, a.steps, a.warmup, a.passage_max_length)
         print("RESULT " + json.dumps(r))
@@ -130,6 +142,8 @@ def main() -> int:
         cmd = [sys.executable, __file__, "--only", name, "--data", str(data_file), "--steps", str(a.steps),
                "--warmup", str(a.warmup), "--batch-size", str(a.batch_size),
                "--query-max-length", str(a.query_max_length), "--passage-max-length", str(a.passage_max_length)]
+        if a.compile and name == "dr":
+            cmd.append("--compile")
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if out.returncode != 0 or not line:
@@ -138,7 +152,7 @@ def main() -> int:
         results[name] = json.loads(line[0][len("RESULT "):])
     record = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
-        "batch_size": a.batch_size, "steps_timed": a.steps, "warmup_steps": a.warmup,
+        "dr_compiled": a.compile, "batch_size": a.batch_size, "steps_timed": a.steps, "warmup_steps": a.warmup,
         "query_max_length": a.query_max_length, "passage_max_length": a.passage_max_length,
         "dr": results["dr"], "sentence_transformers": results["st"],
         "ratio_dr_over_st": results["dr"]["queries_per_s"] / results["st"]["queries_per_s"],
