@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from dr.config import CONFIG_DIR, register_resolvers
 from dr.data.sources import RetrievalSet
-from dr.eval.cache import EmbeddingCache
+from dr.eval.cache import EmbeddingCache, reused_from_earlier_runs
 from dr.eval.evaluator import Evaluator, format_table, write_json
 from dr.models.cross_encoder import CrossEncoder
 from dr.models.dual_encoder import DualEncoder
@@ -68,7 +68,8 @@ def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
     retriever = build_retriever(cfg)
     evaluator = Evaluator(measures=list(cfg.measures), depth=int(cfg.depth))
     metrics = evaluator.evaluate(retriever, sets, out_dir)
-    timings = {"wall_s": time.perf_counter() - start, "per_set_s": evaluator.timings}
+    timings = {"wall_s": time.perf_counter() - start, "per_set_s": evaluator.timings,
+               "embedding_cache_reused": reused_from_earlier_runs()}
     if isinstance(retriever, DenseRetriever):
         stats = retriever.stats
         timings.update(passages_encoded=stats.passages, encode_s=stats.seconds,

@@ -28,7 +28,7 @@ from dr.data.dev import dev_set
 from dr.data.groups import GroupSchedule, split_dev
 from dr.data.tas import TasConfig, TasSchedule
 from dr.data.teacher import read_teacher_scores
-from dr.eval.cache import EmbeddingCache
+from dr.eval.cache import EmbeddingCache, reused_from_earlier_runs
 from dr.eval.evaluator import Evaluator, write_json
 from dr.index import IndexConfig, kmeans_assign
 from dr.mining.miner import Miner
@@ -348,6 +348,7 @@ def main(cfg: DictConfig) -> dict:
                                               "world_size": trainer.accelerator.num_processes,
                                               "refreshes": len(trainer.refreshes), "refresh_s": refresh_s,
                                               "train_loop_s": trainer.loop_s,
+                                              "embedding_cache_reused": reused_from_earlier_runs(),
                                               "refresh_fraction_of_training": refresh_s / trainer.loop_s
                                               if trainer.loop_s else 0.0})
         if trainer.refreshes:

@@ -344,8 +344,12 @@ def _timings(run_dir: Path) -> dict:
 
 
 def cache_hits(run_dir: Path, timings: dict) -> int:
-    """Corpus encodings a run took from the dr embedding cache: dr.evaluate's timings.json `cache_hits`
-    plus the miner refreshes of a training run (refresh.jsonl) that found their embeddings cached."""
+    """Corpus encodings a run took from the dr embedding cache that an earlier process had written:
+    timings.json's `embedding_cache_reused` (dr.train and dr.evaluate record it). Run dirs made before dr
+    recorded it: dr.evaluate's `cache_hits` plus the miner refreshes (refresh.jsonl) that found their
+    embeddings cached, which misses a training run's evaluations."""
+    if "embedding_cache_reused" in timings:
+        return int(timings["embedding_cache_reused"] or 0)
     refreshes = read_jsonl(run_dir / "refresh.jsonl")
     return int(timings.get("cache_hits") or 0) + sum(bool(r.get("cache_hit")) for r in refreshes)
 

@@ -12,6 +12,16 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+# Keys this process wrote to, and read from, a cache directory: a key read from disk that this process did
+# not write is an encoding an earlier run did (`reused_from_earlier_runs`, for the reports' wall times).
+_WRITTEN_HERE: set[str] = set()
+_REUSED: set[str] = set()
+
+
+def reused_from_earlier_runs() -> int:
+    """How many distinct corpus encodings this process took from disk that an earlier process wrote."""
+    return len(_REUSED - _WRITTEN_HERE)
+
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
     """Hash of every parameter and buffer (names, shapes, bytes): changes whenever the model does."""
@@ -47,6 +57,8 @@ class EmbeddingCache:
         if not path.exists():
             return None
         logger.info("corpus embeddings from cache %s", path)
+        if str(path) not in _WRITTEN_HERE:
+            _REUSED.add(str(path))
         return np.load(path, allow_pickle=False, mmap_mode="r")
 
     def put(self, key: str, array: np.ndarray) -> None:
@@ -62,6 +74,7 @@ class EmbeddingCache:
         tmp = self.directory / f".{key}.{os.getpid()}.tmp.npy"
         np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
         os.replace(tmp, self.path(key))
+        _WRITTEN_HERE.add(str(self.path(key)))
 
 
 def cache_key(*parts: str) -> str:

@@ -41,10 +41,12 @@ def test_evaluate_writes_metrics_runs_and_table(tiny_model, tiny_data_dir, tmp_p
     assert "| scifact-test |" in proc.stdout
     timings = json.loads((out / "timings.json").read_text())
     assert timings["passages_encoded"] == 12 + 12 and timings["cache_hits"] == 0
+    assert timings["embedding_cache_reused"] == 0  # it wrote both encodings itself
     # the same model again: corpus embeddings come from the cache and metrics are identical
     again = _run([f"model.name_or_path={tiny_model}", "model.show_progress=false", f"hydra.run.dir={out}2"], env)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads((out.parent / "eval2" / "timings.json").read_text())["cache_hits"] == 2
+    timings2 = json.loads((out.parent / "eval2" / "timings.json").read_text())
+    assert timings2["cache_hits"] == 2 and timings2["embedding_cache_reused"] == 2
     assert json.loads((out.parent / "eval2" / "metrics.json").read_text()) == metrics
 
 
@@ -98,3 +100,18 @@ def test_embeddings_kept_in_memory_reach_disk_once_worth_persisting(tmp_path):
     cache.persist = True  # the final (exported) model: its embeddings are reused by later runs
     assert cache.get("k") is not None and cache.path("k").exists()
     np.testing.assert_array_equal(EmbeddingCache(tmp_path / "emb").get("k"), np.ones((3, 2), np.float32))
+
+
+def test_reused_counts_only_encodings_an_earlier_process_wrote(tmp_path):
+    from dr.eval import cache as cache_mod
+
+    before = cache_mod.reused_from_earlier_runs()
+    mine = cache_mod.EmbeddingCache(tmp_path / "emb", memory_entries=0)
+    mine.put("own", np.ones((2, 2), np.float32))
+    assert mine.get("own") is not None  # read back from disk, but this process wrote it
+    assert cache_mod.reused_from_earlier_runs() == before
+    np.save(tmp_path / "emb" / "earlier.npy", np.zeros((2, 2), np.float32))  # as another process leaves it
+    assert mine.get("earlier") is not None and mine.get("earlier") is not None
+    other = cache_mod.EmbeddingCache(tmp_path / "emb")
+    assert other.get("earlier") is not None  # another instance, same file: still one encoding saved
+    assert cache_mod.reused_from_earlier_runs() == before + 1

@@ -29,6 +29,7 @@ def test_ance_refreshes_on_schedule_and_resume_keeps_negatives(tiny_model, train
     assert [x["step"] for x in train_log if "refresh_total_s" in x] == [1, 3, 5]
     timings = json.loads((straight / "timings.json").read_text())
     assert timings["refreshes"] == 3 and 0 < timings["refresh_fraction_of_training"] < 1
+    assert timings["embedding_cache_reused"] == 0  # a fresh cache: everything encoded by this run
     ckpt = straight / "checkpoints" / "step-3"
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["negatives_version"] == 2 and state["negatives_step"] == 2
