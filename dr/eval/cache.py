@@ -20,7 +20,7 @@ _REUSED: set[str] = set()
 
 def reused_from_earlier_runs() -> int:
     """How many distinct corpus encodings this process took from disk that an earlier process wrote."""
-    return len(_REUSED - _WRITTEN_HERE)
+    return len(_REUSED)
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
