@@ -15,7 +15,7 @@ from typing import Literal
 from dr.data.beir import read_beir_corpus, read_beir_queries
 from dr.data.corpus import CorpusStore, source_fingerprint
 from dr.data.errors import ReadPolicy
-from dr.data.msmarco import read_collection, read_queries_tsv
+from dr.data.msmarco import CollectionLayout, read_collection, read_queries_tsv
 from dr.data.qrels import Qrels, read_qrels
 
 logger = logging.getLogger(__name__)
@@ -77,12 +77,18 @@ def msmarco_set(
     strict: bool = True,
     missing_docs: MissingDocs = "error",
     cache_dir: str | None = None,
+    layout: CollectionLayout = "auto",
 ) -> RetrievalSet:
-    """MS MARCO / TREC files: `pid<TAB>text` collection, `qid<TAB>text` queries, qrels in any supported form."""
+    """MS MARCO / TREC files: `pid<TAB>text` collection, `qid<TAB>text` queries, qrels in any supported form.
+
+    `layout`: the collection's columns, `pid_text`, `pid_title_text`, or `auto` (detected from the whole
+    file; a row with another column count is a bad record).
+    """
     policy = ReadPolicy(strict=strict)
     corpus = CorpusStore.build(
-        read_collection(collection, policy), collection,
-        source_fingerprint([collection], f"tsv-collection-strict={strict}"), policy, cache_dir,
+        read_collection(collection, policy, layout), collection,
+        # the layout decides what is read, so it keys the cache (auto-detection is a function of the content)
+        source_fingerprint([collection], f"tsv-collection-{layout}-strict={strict}"), policy, cache_dir,
     )
     query_texts = read_queries_tsv(queries, policy)
     lines: dict[tuple[str, str], int] = {}

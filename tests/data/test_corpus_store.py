@@ -194,7 +194,7 @@ def test_gzip_source(tmp_path):
 
     coll = tmp_path / "collection.tsv.gz"
     with gzip.open(coll, "wb") as f:
-        f.write(b"7\tTitle seven\tseven text\n8\teight text\n")
+        f.write(b"7\tTitle seven\tseven text\n8\t\teight text\n")
     policy = ReadPolicy()
     store = CorpusStore.build(read_collection(coll, policy), coll, source_fingerprint([coll], "gz"), policy)
     assert store.texts(store.rows_of(["8", "7"])) == ["eight text", "Title seven seven text"]

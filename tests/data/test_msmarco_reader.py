@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -35,13 +36,59 @@ def test_collection_two_columns(tmp_path):
     ]
 
 
-def test_collection_three_columns_and_mixed(tmp_path):
-    path = _write(tmp_path / "collection.tsv", "7\tA title\tThe body.\r\n8\tno title here\r\n9\t\tbody only\r\n")
+def test_collection_three_columns_detected_from_every_row(tmp_path):
+    path = _write(tmp_path / "collection.tsv", "7\tA title\tThe body.\r\n9\t\tbody only\r\n")
     assert list(read_collection(path, ReadPolicy())) == [
         (1, "7", "A title", "The body."),
-        (2, "8", "", "no title here"),
-        (3, "9", "", "body only"),
+        (2, "9", "", "body only"),
     ]
+    assert list(read_collection(path, ReadPolicy(), layout="pid_title_text")) == list(
+        read_collection(path, ReadPolicy()))
+
+
+def test_collection_extra_column_in_a_pid_text_file_is_an_error(tmp_path):
+    # a stray tab in one passage of a (pid, text) file: not a title
+    path = _write(tmp_path / "collection.tsv", "1\tfirst\n2\tsecond\n3\ta\tstray tab\n4\tfourth\n")
+    with pytest.raises(DataFormatError) as e:
+        list(read_collection(path, ReadPolicy()))
+    assert str(e.value).startswith(f"{path}:3: malformed line: expected 2 tab-separated fields (pid, text), got 3")
+    assert e.value.line == 3
+    policy = ReadPolicy(strict=False)
+    assert list(read_collection(path, policy)) == [(1, "1", "", "first"), (2, "2", "", "second"),
+                                                   (4, "4", "", "fourth")]
+    assert dict(policy.skipped) == {"collection.tsv: malformed line": 1}
+
+
+def test_collection_missing_title_in_a_titled_file_is_an_error(tmp_path):
+    # the majority layout wins: the one 2-column row is the odd one out, not the three titled rows
+    path = _write(tmp_path / "collection.tsv", "1\tT1\tone\n2\tT2\ttwo\n3\tno title\n4\tT4\tfour\n")
+    with pytest.raises(DataFormatError, match=re.escape(
+            f"{path}:3: malformed line: expected 3 tab-separated fields (pid, title, text), got 2")):
+        list(read_collection(path, ReadPolicy()))
+    assert [r[1] for r in read_collection(path, ReadPolicy(strict=False))] == ["1", "2", "4"]
+
+
+def test_collection_declared_layout(tmp_path):
+    path = _write(tmp_path / "collection.tsv", "1\tT1\tone\n2\tT2\ttwo\n")
+    with pytest.raises(DataFormatError, match=re.escape(f"{path}:1: malformed line: expected 2 tab-separated "
+                                                        "fields (pid, text), got 3")):
+        list(read_collection(path, ReadPolicy(), layout="pid_text"))
+    two = _write(tmp_path / "two.tsv", "1\tone\n")
+    with pytest.raises(DataFormatError, match=re.escape(f"{two}:1: malformed line: expected 3 tab-separated "
+                                                        "fields (pid, title, text), got 2")):
+        list(read_collection(two, ReadPolicy(), layout="pid_title_text"))
+    with pytest.raises(ValueError, match="layout must be auto, pid_text or pid_title_text, got 'tsv'"):
+        list(read_collection(two, ReadPolicy(), layout="tsv"))
+
+
+def test_msmarco_set_layout_is_part_of_the_cache_key(tmp_path):
+    coll = _write(tmp_path / "collection.tsv", "10\tT\tten\n20\tU\ttwenty\n")
+    queries = _write(tmp_path / "queries.tsv", "1\tq one\n")
+    qrels = _write(tmp_path / "qrels.tsv", "1\t0\t20\t1\n")
+    rs = msmarco_set("titled", str(coll), str(queries), str(qrels), cache_dir=str(tmp_path / "c"))
+    assert rs.corpus.text("20") == "U twenty"
+    with pytest.raises(DataFormatError, match=f"{coll}:1: malformed line"):
+        msmarco_set("plain", str(coll), str(queries), str(qrels), layout="pid_text", cache_dir=str(tmp_path / "c"))
 
 
 def test_collection_gzip(tmp_path):
@@ -78,11 +125,11 @@ def test_real_collection_into_store(tmp_path):
 @pytest.mark.parametrize(
     ("bad_line", "words"),
     [
-        ("lonely-id", "malformed line: expected 2 or 3 tab-separated fields, got 1"),
-        ("1\ta\tb\tc", "malformed line: expected 2 or 3 tab-separated fields, got 4"),
+        ("lonely-id", "malformed line: expected 2 tab-separated fields (pid, text), got 1"),
+        ("1\ta\tb\tc", "malformed line: expected 2 tab-separated fields (pid, text), got 4"),
         ("\tno id", "malformed line: empty id"),
         ("5\t   ", "empty text for id '5'"),
-        ("5\t\t", "empty text for id '5'"),
+        ("5\t\t", "malformed line: expected 2 tab-separated fields (pid, text), got 3"),
         (b"5\tna\xefve", "not UTF-8"),
     ],
 )
