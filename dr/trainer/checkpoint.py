@@ -1,7 +1,10 @@
 """Checkpoints: model, optimizer, scheduler, RNG states, step, negatives; written atomically.
 
-A checkpoint is written into `checkpoints/.tmp-step-N/` and renamed to `checkpoints/step-N/` only when
-complete, so a kill during a save leaves the previous checkpoint as the latest usable one. Weights are
+A checkpoint is written into `checkpoints/.tmp-step-N/`, closed by a `manifest.json` (every file and its
+size) written last, and renamed to `checkpoints/step-N/` only when complete, so a kill during a save
+leaves the previous checkpoint as the latest usable one. Pruning renames `step-N/` to `.trash-step-N/`
+before deleting it, so a kill during pruning never leaves a half-deleted `step-N/`; the next save clears
+such leftovers. A `step-N/` whose files do not match its manifest is skipped with a warning. Weights are
 safetensors; optimizer/scheduler/RNG tensors are read back with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
@@ -23,6 +26,9 @@ from dr.data.errors import ReadPolicy
 
 logger = logging.getLogger(__name__)
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+MANIFEST = "manifest.json"
+# What every checkpoint has, for those written before the manifest existed (negatives.tsv is optional).
+_ALWAYS = ("model.safetensors", "optimizer.pt", "scheduler.pt", "python_random.json", "trainer_state.json")
 
 
 @dataclass
@@ -38,6 +44,7 @@ class TrainState:
 def save_checkpoint(root: Path, state: TrainState, model: torch.nn.Module, optimizer, scheduler,
                     negatives: dict[str, list[str]] | None, keep: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
+    _clear_leftovers(root, state.step)
     final = root / f"step-{state.step}"
     tmp = root / f".tmp-step-{state.step}"
     if tmp.exists():
@@ -52,18 +59,43 @@ def save_checkpoint(root: Path, state: TrainState, model: torch.nn.Module, optim
         write_negatives(tmp / "negatives.tsv", negatives)
     (tmp / "python_random.json").write_text(json.dumps(_python_rng_state()))
     (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
-    old = root / f".old-step-{state.step}"
-    if final.exists():  # move aside first, so a kill here never leaves a half-deleted step-N
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
+    _write_manifest(tmp)  # last: its presence says every other file was written
+    if final.exists():  # a re-save of this step: move the old one aside first, never half-delete it
+        _discard(final)
     os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
     logger.info("checkpoint %s", final)
-    for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old)
+    complete, incomplete = scan_checkpoints(root)
+    for old, problem in incomplete:  # unusable (e.g. an older version's half-deleted prune)
+        logger.warning("removing incomplete checkpoint %s: %s", old, problem)
+        _discard(old)
+    for old in complete[:-keep]:
+        _discard(old)
     return final
+
+
+def _write_manifest(directory: Path) -> None:
+    files = {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.name != MANIFEST}
+    (directory / MANIFEST).write_text(json.dumps({"files": files}, indent=2))
+
+
+def _discard(path: Path) -> None:
+    """Rename to `.trash-NAME` (atomic), then delete: a kill while deleting leaves only trash behind."""
+    trash = path.with_name(f".trash-{path.name}")
+    if trash.exists():
+        shutil.rmtree(trash)
+    os.replace(path, trash)
+    shutil.rmtree(trash)
+
+
+def _clear_leftovers(root: Path, step: int) -> None:
+    """Delete what killed saves and prunes left: trash, unfinished `.tmp-step-*`, and RNG files of other
+    steps (this step's were just written by every process and are about to be moved in)."""
+    for path in root.iterdir():
+        if path.name.startswith((".trash-", ".old-step-")) or (
+                path.name.startswith(".tmp-step-") and path.is_dir()):
+            shutil.rmtree(path)
+        elif path.name.startswith(".rng-step-") and not path.name.startswith(f".rng-step-{step}-"):
+            path.unlink()
 
 
 def save_rng_state(root: Path, step: int, rank: int) -> None:
@@ -76,22 +108,64 @@ def save_rng_state(root: Path, step: int, rank: int) -> None:
     torch.save(rng, root / f".rng-step-{step}-rank{rank}.pt")
 
 
-def list_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints under `root`, oldest first."""
+def checkpoint_problem(path: Path) -> str | None:
+    """Why `path` is not a complete checkpoint, or None when it is.
+
+    With a manifest: every listed file must exist with its listed size. Without one (written before
+    manifests existed, or not a checkpoint at all): complete when the files every checkpoint has are
+    there, `model.safetensors`, `optimizer.pt`, `scheduler.pt`, `python_random.json`,
+    `trainer_state.json` and at least one `rng-rank*.pt`, so older runs still resume. (An older
+    checkpoint that lost only its optional `negatives.tsv` cannot be told apart from one that never had it.)
+    """
+    manifest = path / MANIFEST
+    if manifest.is_file():
+        try:
+            files = json.loads(manifest.read_text())["files"]
+        except (ValueError, KeyError, TypeError) as e:
+            return f"unreadable {MANIFEST} ({e})"
+        missing = sorted(name for name in files if not (path / name).is_file())
+        if missing:
+            return f"missing {', '.join(missing)}"
+        wrong = sorted(name for name, size in files.items() if (path / name).stat().st_size != size)
+        return f"size differs from {MANIFEST}: {', '.join(wrong)}" if wrong else None
+    missing = [name for name in _ALWAYS if not (path / name).is_file()]
+    missing += [] if any(path.glob("rng-rank*.pt")) else ["rng-rank*.pt"]
+    return f"no {MANIFEST} and missing {', '.join(missing)}" if missing else None
+
+
+def scan_checkpoints(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """`(complete, [(incomplete, why), ...])` among the `step-N` directories under `root`, oldest first."""
     if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
-    return [p for _, p in sorted(found) if (p / "trainer_state.json").exists()]
+        return [], []
+    found = sorted((int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir())
+    complete, incomplete = [], []
+    for _, path in found:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            complete.append(path)
+        else:
+            incomplete.append((path, problem))
+    return complete, incomplete
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first; each incomplete one is skipped with a warning."""
+    complete, incomplete = scan_checkpoints(root)
+    for path, problem in incomplete:
+        logger.warning("skipping incomplete checkpoint %s: %s", path, problem)
+    return complete
 
 
 def resolve_resume(resume: bool | str | None, run_dir: Path) -> Path | None:
-    """`true` -> latest checkpoint in this run directory (None if there is none); a path -> that one."""
+    """`true` -> latest complete checkpoint in this run directory (None if there is none); a path -> that
+    one, or the latest complete one under `PATH/checkpoints`."""
     if resume in (None, False, "false", "False"):
         return None
     if resume in (True, "true", "True"):
         found = list_checkpoints(run_dir / "checkpoints")
         if not found:
-            logger.warning("resume=true but %s has no checkpoint; starting from step 0", run_dir / "checkpoints")
+            logger.warning("resume=true but %s has no complete checkpoint; starting from step 0",
+                           run_dir / "checkpoints")
             return None
         return found[-1]
     path = Path(str(resume))
@@ -100,8 +174,11 @@ def resolve_resume(resume: bool | str | None, run_dir: Path) -> Path | None:
         if not found:
             raise FileNotFoundError(f"resume={path}: no complete checkpoint under {path / 'checkpoints'}")
         return found[-1]
-    if not (path / "trainer_state.json").exists():
+    if not (path / "trainer_state.json").exists() and not (path / MANIFEST).exists():
         raise FileNotFoundError(f"resume={path}: not a checkpoint (no trainer_state.json)")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise FileNotFoundError(f"resume={path}: incomplete checkpoint: {problem}")
     return path
 
 
