@@ -1,5 +1,8 @@
 """Where a model name points: packaged offline weights, a local path, or a Hugging Face id.
 
+A name that is none of them fails with `ModelNotFoundError` saying so, rather than the hub client's
+"Repo id must be in the form ..." (a mistyped path) or "couldn't connect to ..." (offline).
+
 Also reads pooling and normalization from a sentence-transformers layout (modules.json,
 1_Pooling/config.json) so that `pooling: auto` and `score: auto` do what that model was trained with.
 """
@@ -8,6 +11,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+
+import huggingface_hub.constants
+from transformers.utils import cached_file
 
 logger = logging.getLogger(__name__)
 
@@ -18,21 +24,47 @@ _PACKAGED = {
 }
 
 
+class ModelNotFoundError(FileNotFoundError):
+    """A model name that is no local directory and cannot be loaded from the hub (or its cache)."""
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """A local directory for packaged names; otherwise `name_or_path` unchanged."""
+    """A local directory for local and packaged names; otherwise `name_or_path` once the hub (or, offline,
+    its cache) has provided its config.json, else `ModelNotFoundError`."""
     if Path(name_or_path).exists():
         return name_or_path
     package = _PACKAGED.get(name_or_path.lower())
-    if package is None:
-        return name_or_path
+    if package is not None:
+        try:
+            module = __import__(package)
+        except ImportError:
+            logger.info("%s: package %s not installed; asking the Hugging Face hub", name_or_path, package)
+        else:
+            path = str(module.get_model_path())
+            logger.info("model %s -> %s (packaged weights)", name_or_path, path)
+            return path
+    _check_loadable(name_or_path)
+    return name_or_path
+
+
+def _check_loadable(name: str) -> None:
+    """Fetch config.json the way `from_pretrained` does first (download, or the cache offline) and
+    rewrite only its failure: a real hub name, online or cached, loads as before."""
     try:
-        module = __import__(package)
-    except ImportError:
-        logger.info("%s: package %s not installed; asking the Hugging Face hub", name_or_path, package)
-        return name_or_path
-    path = str(module.get_model_path())
-    logger.info("model %s -> %s (packaged weights)", name_or_path, path)
-    return path
+        cached_file(name, "config.json")
+    except (OSError, ValueError) as e:  # ValueError: huggingface_hub's HFValidationError on a path-like name
+        raise ModelNotFoundError(_not_found_message(name, e)) from e
+
+
+def _not_found_message(name: str, cause: Exception) -> str:
+    where = f"{name!r}: no such local directory ({Path(name).expanduser().absolute()})"
+    hint = ("Check model.name_or_path (ranker.name_or_path for a cross-encoder): a directory saved by "
+            "save_pretrained, such as a run's export/, or a Hugging Face model id.")
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return (f"{where}, and it is not a model that can be loaded offline: HF_HUB_OFFLINE=1 is set and the "
+                f"Hugging Face cache ({huggingface_hub.constants.HF_HUB_CACHE}) does not hold it. {hint}")
+    reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    return f"{where}, and the Hugging Face hub could not provide it ({reason}). {hint}"
 
 
 def _read_json(path_or_id: str, filename: str) -> dict | list | None:
