@@ -1,15 +1,18 @@
 """Negatives files: `qid<TAB>pid pid ...` TSV or JSONL `{"qid": ..., "negatives": [...]}`."""
 from __future__ import annotations
 
-import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dr.data.errors import ReadPolicy
+from dr.data.errors import DataFormatError, ReadPolicy
 from dr.data.lines import read_jsonl, read_tsv
 from dr.data.sources import RetrievalSet
 from dr.negatives import Negatives
+
+logger = logging.getLogger(__name__)
+_SHOWN = 5  # ids quoted in a message: enough to see a format mismatch, short enough to read
 
 
 def read_negatives(path: str | Path, policy: ReadPolicy) -> tuple[Negatives, dict[str, int]]:
@@ -54,6 +57,7 @@ class FileNegatives:
     def negatives(self, train_set: RetrievalSet, qids: list[str]) -> Negatives:
         policy = ReadPolicy(strict=self.strict)
         table, lines = read_negatives(self.path, policy)
+        _check_query_ids(self.path, table, train_set, qids)
         out: Negatives = {}
         for qid in qids:
             kept = []
@@ -67,3 +71,31 @@ class FileNegatives:
             out[qid] = kept
         policy.report()
         return out
+
+
+def _check_query_ids(path: str, table: Negatives, train_set: RetrievalSet, qids: list[str]) -> None:
+    """No file query id among the training queries is an error: training would silently fall back to
+    random negatives. A partial match is a warning with the counts.
+
+    Ids of queries held out for dev (in `train_set` but not in `qids`) are not counted as unmatched:
+    `dr.mine` writes negatives for every training-set query.
+    """
+    if not table:
+        raise DataFormatError(path, None, "no negatives: the file holds no query id")
+    wanted = set(qids)
+    if not any(q in wanted for q in table):
+        raise DataFormatError(path, None, f"none of its {len(table)} query ids is one of the {len(qids)} training "
+                                          f"queries of {train_set.name}: the file has {_few(table)}, the training "
+                                          f"set {_few(qids)}")
+    unknown = [q for q in table if q not in train_set.queries]
+    uncovered = sum(q not in table for q in qids)
+    if unknown or uncovered:
+        logger.warning("%s: %d of %d query ids are not training queries of %s%s; %d of %d training queries have "
+                       "no entry (they get random negatives)", path, len(unknown), len(table), train_set.name,
+                       f" ({_few(unknown)})" if unknown else "", uncovered, len(qids))
+
+
+def _few(ids) -> str:
+    ids = list(ids)
+    shown = ", ".join(repr(q) for q in ids[:_SHOWN])
+    return f"{shown}, ..." if len(ids) > _SHOWN else shown
