@@ -87,12 +87,21 @@ def _discard(path: Path) -> None:
     shutil.rmtree(trash)
 
 
+def _clear_trash(root: Path) -> None:
+    """Delete what a prune killed midway left, also when no later save would (a kill during the last one).
+    Every process of a multi-process run may do this at once, hence `ignore_errors`; none writes trash then."""
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.name.startswith((".trash-", ".old-step-")):
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def _clear_leftovers(root: Path, step: int) -> None:
     """Delete what killed saves and prunes left: trash, unfinished `.tmp-step-*`, and RNG files of other
     steps (this step's were just written by every process and are about to be moved in)."""
+    _clear_trash(root)
     for path in root.iterdir():
-        if path.name.startswith((".trash-", ".old-step-")) or (
-                path.name.startswith(".tmp-step-") and path.is_dir()):
+        if path.name.startswith(".tmp-step-") and path.is_dir():
             shutil.rmtree(path)
         elif path.name.startswith(".rng-step-") and not path.name.startswith(f".rng-step-{step}-"):
             path.unlink()
@@ -162,6 +171,7 @@ def resolve_resume(resume: bool | str | None, run_dir: Path) -> Path | None:
     if resume in (None, False, "false", "False"):
         return None
     if resume in (True, "true", "True"):
+        _clear_trash(run_dir / "checkpoints")
         found = list_checkpoints(run_dir / "checkpoints")
         if not found:
             logger.warning("resume=true but %s has no complete checkpoint; starting from step 0",

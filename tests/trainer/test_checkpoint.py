@@ -88,6 +88,23 @@ def test_pruning_renames_before_deleting(tmp_path, monkeypatch):
     assert sorted(p.name for p in root.iterdir()) == ["step-6", "step-8"]
 
 
+def test_resume_clears_what_a_prune_killed_in_the_last_save_left(tmp_path, monkeypatch):
+    """No save follows the last one, so resuming (to evaluate and export) clears the trash."""
+    root = _saved(tmp_path, [2, 4], keep=2)
+    real_rmtree = shutil.rmtree
+
+    def killed(path, *args, **kwargs):
+        raise _Killed
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", killed)
+    with pytest.raises(_Killed):
+        _save(root, 6, keep=2)
+    monkeypatch.setattr(ckpt.shutil, "rmtree", real_rmtree)
+    assert (root / ".trash-step-2").is_dir()
+    assert resolve_resume(True, tmp_path) == root / "step-6"
+    assert sorted(p.name for p in root.iterdir()) == ["step-4", "step-6"]
+
+
 def test_kill_while_writing_leaves_the_previous_checkpoint_latest(tmp_path, monkeypatch):
     root = _saved(tmp_path, [2])
 
