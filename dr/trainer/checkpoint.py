@@ -3,9 +3,10 @@
 A checkpoint is written into `checkpoints/.tmp-step-N/`, closed by a `manifest.json` (every file and its
 size) written last, and renamed to `checkpoints/step-N/` only when complete, so a kill during a save
 leaves the previous checkpoint as the latest usable one. Pruning renames `step-N/` to `.trash-step-N/`
-before deleting it, so a kill during pruning never leaves a half-deleted `step-N/`; the next save clears
-such leftovers. A `step-N/` whose files do not match its manifest is skipped with a warning. Weights are
-safetensors; optimizer/scheduler/RNG tensors are read back with `torch.load(weights_only=True)`.
+before deleting it, so a kill during pruning never leaves a half-deleted `step-N/`; `resume=true` (and
+the next save) finishes such a prune. A `step-N/` whose files do not match its manifest is skipped with
+a warning. Weights are safetensors; optimizer/scheduler/RNG tensors are read back with
+`torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def save_checkpoint(root: Path, state: TrainState, model: torch.nn.Module, optim
         write_negatives(tmp / "negatives.tsv", negatives)
     (tmp / "python_random.json").write_text(json.dumps(_python_rng_state()))
     (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
-    _write_manifest(tmp)  # last: its presence says every other file was written
+    _write_manifest(tmp, keep)  # last: its presence says every other file was written
     if final.exists():  # a re-save of this step: move the old one aside first, never half-delete it
         _discard(final)
     os.replace(tmp, final)
@@ -73,23 +74,49 @@ def save_checkpoint(root: Path, state: TrainState, model: torch.nn.Module, optim
     return final
 
 
-def _write_manifest(directory: Path) -> None:
+def _write_manifest(directory: Path, keep: int) -> None:
+    """Files and sizes, and `keep`, the number of checkpoints this save prunes to (see `_finish_pruning`)."""
     files = {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.name != MANIFEST}
-    (directory / MANIFEST).write_text(json.dumps({"files": files}, indent=2))
+    (directory / MANIFEST).write_text(json.dumps({"files": files, "keep": keep}, indent=2))
 
 
 def _discard(path: Path) -> None:
     """Rename to `.trash-NAME` (atomic), then delete: a kill while deleting leaves only trash behind."""
     trash = path.with_name(f".trash-{path.name}")
     if trash.exists():
-        shutil.rmtree(trash)
-    os.replace(path, trash)
-    shutil.rmtree(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.replace(path, trash)
+    except OSError:
+        if path.exists():
+            raise
+        return  # another process of this run moved it first (all of them finish a prune on resume)
+    shutil.rmtree(trash, ignore_errors=True)  # what a concurrent deleter leaves is cleared next time
+
+
+def _finish_pruning(root: Path) -> None:
+    """Finish what a save killed while pruning left undone: its trash, and checkpoints older than the
+    `keep` latest (the `keep` in the latest one's manifest). Needed on resume because no later save may
+    come: a kill during the last save's pruning, then a resume that only evaluates and exports."""
+    _clear_trash(root)
+    complete, _ = scan_checkpoints(root)
+    keep = _manifest(complete[-1]).get("keep") if complete else None
+    if isinstance(keep, int) and keep > 0:
+        for old in complete[:-keep]:
+            _discard(old)
+
+
+def _manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def _clear_trash(root: Path) -> None:
-    """Delete what a prune killed midway left, also when no later save would (a kill during the last one).
-    Every process of a multi-process run may do this at once, hence `ignore_errors`; none writes trash then."""
+    """Delete what a prune killed midway left. Every process of a multi-process run does this at once on
+    resume, hence `ignore_errors`; none writes trash then."""
     if root.is_dir():
         for path in root.iterdir():
             if path.name.startswith((".trash-", ".old-step-")):
@@ -171,7 +198,7 @@ def resolve_resume(resume: bool | str | None, run_dir: Path) -> Path | None:
     if resume in (None, False, "false", "False"):
         return None
     if resume in (True, "true", "True"):
-        _clear_trash(run_dir / "checkpoints")
+        _finish_pruning(run_dir / "checkpoints")
         found = list_checkpoints(run_dir / "checkpoints")
         if not found:
             logger.warning("resume=true but %s has no complete checkpoint; starting from step 0",

@@ -14,6 +14,9 @@ from dr.trainer.checkpoint import (TrainState, list_checkpoints, load_checkpoint
                                    save_rng_state)
 
 
+_REAL_DISCARD = ckpt._discard
+
+
 class _Killed(BaseException):
     """Stands in for SIGKILL: nothing after it runs."""
 
@@ -144,3 +147,28 @@ def test_round_trip(tmp_path):
     model, optimizer, scheduler = _parts()
     state, negatives = load_checkpoint(path, model, optimizer, scheduler)
     assert state.step == 3 and negatives == {"q1": ["d1"]}
+
+
+def test_resume_finishes_a_prune_killed_before_it_moved_anything(tmp_path, monkeypatch):
+    """Killed after the last save's rename, before pruning began: resuming (nothing left to save) still
+    ends with `keep` checkpoints, the number the killed save was pruning to."""
+    root = _saved(tmp_path, [2, 4], keep=2)
+
+    def killed(path):
+        raise _Killed
+
+    monkeypatch.setattr(ckpt, "_discard", killed)
+    with pytest.raises(_Killed):
+        _save(root, 6, keep=2)
+    monkeypatch.setattr(ckpt, "_discard", _REAL_DISCARD)
+    assert sorted(p.name for p in root.iterdir()) == ["step-2", "step-4", "step-6"]
+    assert resolve_resume(True, tmp_path) == root / "step-6"
+    assert sorted(p.name for p in root.iterdir()) == ["step-4", "step-6"]
+
+
+def test_discarding_a_path_another_process_already_moved_is_not_an_error(tmp_path):
+    """Every process of a multi-process run finishes the prune on resume; one of them wins each rename."""
+    (tmp_path / "step-2").mkdir()
+    _REAL_DISCARD(tmp_path / "step-2")
+    _REAL_DISCARD(tmp_path / "step-2")
+    assert list(tmp_path.iterdir()) == []
