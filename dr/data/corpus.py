@@ -76,6 +76,14 @@ class CorpusStore:
         pos = np.searchsorted(self._sorted_ids, docid)
         return bool(pos < len(self._sorted_ids) and self._sorted_ids[pos] == docid)
 
+    def contains(self, docids: Sequence[str]) -> np.ndarray:
+        """(N,) bool: whether each of `docids` is in the corpus (one vectorized search)."""
+        keys = np.asarray(docids, dtype=str)
+        if not len(keys) or not len(self._sorted_ids):
+            return np.zeros(len(keys), dtype=bool)
+        pos = np.minimum(np.searchsorted(self._sorted_ids, keys), len(self._sorted_ids) - 1)
+        return self._sorted_ids[pos] == keys
+
     def rows_of(self, docids: Sequence[str]) -> np.ndarray:
         """Table rows of `docids` (int64, same order); KeyError naming the first unknown id."""
         keys = np.asarray(docids, dtype=str)

@@ -12,6 +12,7 @@ Like `GroupSchedule`, a batch is a pure function of (seed, step), so resumed run
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +25,7 @@ from dr.data.teacher import TeacherScores
 logger = logging.getLogger(__name__)
 
 PairSampling = Literal["balanced", "random", "hard_margin"]
+_CACHED_QUERIES = 20_000  # queries whose pairs are kept built (a few batches' worth many times over)
 
 
 @dataclass
@@ -62,9 +64,10 @@ class QueryPairs:
 def query_pairs(qid: str, positives: list[str], teacher: TeacherScores, bins: int) -> QueryPairs | None:
     """The query's pairs: the file's explicit pairs, else every scored positive x every scored
     non-positive. None when no pair has both scores."""
-    scored = teacher.scores.get(qid, {})
-    if teacher.pairs.get(qid):
-        pairs = [(p, n) for p, n in teacher.pairs[qid] if p in scored and n in scored]
+    scored = teacher.scores.get(qid) or {}
+    listed = teacher.pairs.get(qid)
+    if listed:
+        pairs = [(p, n) for p, n in listed if p in scored and n in scored]
     else:
         relevant = set(positives)
         pos = [p for p in positives if p in scored]
@@ -103,11 +106,16 @@ def _draw(bins: np.ndarray, strategy: PairSampling, rng: np.random.Generator) ->
     return int(members[rng.integers(len(members))])
 
 
-def _check_passages(pairs: dict[str, QueryPairs], train_set: RetrievalSet, source: str) -> None:
-    for qid, found in pairs.items():
-        for pid in dict.fromkeys(found.pos + found.neg):
-            if pid not in train_set.corpus:
-                raise ValueError(f"{source}: passage {pid!r} (query {qid!r}) is not in the corpus of {train_set.name}")
+def _check_passages(teacher: TeacherScores, qids: list[str], train_set: RetrievalSet) -> None:
+    """Every passage the teacher scored for `qids` is in the training corpus (one vectorized lookup when
+    the corpus is a `CorpusStore`: the MS MARCO teacher names millions of passages)."""
+    pids = teacher.passages(qids)
+    corpus = train_set.corpus
+    present = corpus.contains(pids) if hasattr(corpus, "contains") else np.array([p in corpus for p in pids])
+    if len(pids) and not present.all():
+        pid = pids[int(np.argmin(present))]
+        qid = next(q for q in qids if pid in (teacher.scores.get(q) or {}))
+        raise ValueError(f"{teacher.source}: passage {pid!r} (query {qid!r}) is not in the corpus of {train_set.name}")
 
 
 class TasSchedule:
@@ -118,13 +126,12 @@ class TasSchedule:
         """`clusters`: (len(qids),) cluster of each query, or None for uniform query sampling."""
         self.train_set, self.config, self.seed = train_set, config, seed
         self.n_neg, self.global_batch = max(1, negatives_per_query), global_batch
-        self.pairs: dict[str, QueryPairs] = {}
-        for qid in qids:
-            found = query_pairs(qid, train_set.positives(qid), teacher, config.bins)
-            if found is not None:
-                self.pairs[qid] = found
-        self.qids = [q for q in qids if q in self.pairs]
-        _check_passages(self.pairs, train_set, teacher.source)
+        self.teacher = teacher
+        # A query's pairs are rebuilt from the teacher when needed, and only the most recent are kept:
+        # holding every query's pairs as Python objects would take several GB for MS MARCO's 40M pairs.
+        self._pairs: OrderedDict[str, QueryPairs] = OrderedDict()
+        self.qids = [q for q in qids if self.pairs(q) is not None]
+        _check_passages(teacher, self.qids, train_set)
         if len(self.qids) < len(qids):
             logger.warning("%d of %d training queries have no teacher-scored (positive, negative) pair in %s; "
                            "they are not sampled", len(qids) - len(self.qids), len(qids), teacher.source)
@@ -141,6 +148,18 @@ class TasSchedule:
         self.topic_aware = clusters is not None
         logger.info("TAS schedule: %d queries, %d clusters, %s pairs", len(self.qids), len(self.clusters),
                     config.pair_sampling)
+
+    def pairs(self, qid: str) -> QueryPairs | None:
+        """The query's pairs (None when it has none), from a bounded cache."""
+        if qid in self._pairs:
+            self._pairs.move_to_end(qid)
+            return self._pairs[qid]
+        found = query_pairs(qid, self.train_set.positives(qid), self.teacher, self.config.bins)
+        if found is not None:
+            self._pairs[qid] = found
+            if len(self._pairs) > _CACHED_QUERIES:
+                self._pairs.popitem(last=False)
+        return found
 
     def set_negatives(self, negatives: dict[str, list[str]]) -> None:
         raise ValueError("TAS draws its negatives from the teacher's scored pairs; a miner cannot replace them")
@@ -163,7 +182,7 @@ class TasSchedule:
         return chosen
 
     def group(self, qid: str, rng: np.random.Generator) -> Group:
-        pairs = self.pairs[qid]
+        pairs = self.pairs(qid)
         picked = draw_pairs(pairs, self.n_neg, self.config.pair_sampling, rng)
         passage_ids = [pairs.pos[picked[0]]] + [pairs.neg[i] for i in picked]
         teacher = [float(pairs.pos_score[picked[0]])] + [float(pairs.neg_score[i]) for i in picked]

@@ -3,6 +3,10 @@
 The pair TSV is the MS MARCO teacher file of Hofstätter et al. 2020 ("Improving Efficient Neural Ranking
 Models with Cross-Architecture Knowledge Distillation"), e.g. `bertbase_cat_msmarco_train_scores.tsv`:
 `score_pos<TAB>score_neg<TAB>qid<TAB>pid_pos<TAB>pid_neg`, one (positive, negative) pair a line.
+
+That file has about 40M lines. It is converted once into a memory-mapped table (`dr.data.teacher_table`)
+under the dr cache, keyed by the file (path, size, mtime) and how it is read (format, strictness, reader
+version); every process and every later run maps the same arrays instead of building dicts.
 """
 from __future__ import annotations
 
@@ -10,13 +14,16 @@ import gzip
 import logging
 import math
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dr.data.errors import DataFormatError, ReadPolicy
-from dr.data.lines import read_jsonl, read_tsv
+from dr.data.lines import _open_binary, read_jsonl, read_tsv
+from dr.data.prepared import cache_root, file_key, prepare_once, read_json, write_json
+from dr.data.teacher_table import TablePairs, TableScores, TeacherTable, read_fast, write_from_dicts
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +33,7 @@ _PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".npy", ".npz", ".joblib")
 _ACCEPTED = ('convert it to a tasb TSV (score_pos score_neg qid pid_pos pid_neg), a TSV (qid pid score) '
              'or JSONL ({"qid", "pid", "score"})')
 _TOLERANCE = 1e-4  # teacher files print scores rounded; a repeat within this is the same score
+_READER_VERSION = 1  # bump when what a prepared table holds changes: old entries are then not reused
 
 # (line, qid, [(pid, raw score)], (pid_pos, pid_neg) or None)
 Record = tuple[int, str, list[tuple[str, Any]], tuple[str, str] | None]
@@ -33,16 +41,30 @@ Record = tuple[int, str, list[tuple[str, Any]], tuple[str, str] | None]
 
 @dataclass
 class TeacherScores:
-    """Teacher scores for (qid, pid) pairs, plus explicit (pos, neg) pairs when the file lists them."""
+    """Teacher scores for (qid, pid) pairs, plus explicit (pos, neg) pairs when the file lists them.
 
-    scores: dict[str, dict[str, float]]  # qid -> pid -> score
-    pairs: dict[str, list[tuple[str, str]]]  # qid -> [(pid_pos, pid_neg)] in file order; empty for pointwise
+    `scores` and `pairs` are mappings: plain dicts when built by hand, views over the memory-mapped table
+    when read from a file (a query's dict is built when asked for).
+    """
+
+    scores: Mapping[str, Mapping[str, float]]  # qid -> pid -> score
+    pairs: Mapping[str, list[tuple[str, str]]]  # qid -> [(pid_pos, pid_neg)] in file order; empty for pointwise
     source: str
 
     def score(self, qid: str, pid: str) -> float | None:
+        if isinstance(self.scores, TableScores):
+            return self.scores.table.score(qid, pid)
         return self.scores.get(qid, {}).get(pid)
 
+    def passages(self, qids: list[str]) -> list[str]:
+        """Sorted distinct passages scored for any of `qids`."""
+        if isinstance(self.scores, TableScores):
+            return self.scores.table.passages_of(qids)
+        return sorted({pid for qid in qids for pid in self.scores.get(qid, {})})
+
     def __len__(self) -> int:
+        if isinstance(self.scores, TableScores):
+            return self.scores.table.n_rows
         return sum(len(by_pid) for by_pid in self.scores.values())
 
 
@@ -106,23 +128,72 @@ def _check(record: Record, scores: dict[str, dict[str, float]]) -> tuple[dict[st
     return out, ""
 
 
-def read_teacher_scores(path: str | Path, strict: bool = True, fmt: str = "auto") -> TeacherScores:
-    """Read teacher scores. `fmt`: "tasb" (5-column pair TSV), "tsv" (`qid pid score`), "jsonl"
-    (`{"qid", "pid", "score"}`) or "auto" (.jsonl/.json suffix, else the first line's field count).
+def read_teacher_scores(path: str | Path, strict: bool = True, fmt: str = "auto",
+                        cache_dir: str | Path | None = None) -> TeacherScores:
+    """Teacher scores of a file, through its prepared table (built on first use, then mapped).
 
-    Bad lines raise `DataFormatError` naming file:line (or are counted and skipped with `strict=False`);
-    a file with no scores is an error. Pickles are refused: unpickling can run arbitrary code.
+    `fmt`: "tasb" (5-column pair TSV), "tsv" (`qid pid score`), "jsonl" (`{"qid", "pid", "score"}`) or
+    "auto" (.jsonl/.json suffix, else the first line's field count). Bad lines raise `DataFormatError`
+    naming file:line (or are counted and skipped with `strict=False`, and counted again when the table is
+    reused); a file with no scores is an error. Pickles are refused: unpickling can run arbitrary code.
     """
     path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown teacher score format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if _inner_suffix(path).lower() in _PICKLE_SUFFIXES:
         raise DataFormatError(path, None, f"refusing to read a pickled file: unpickling can run arbitrary code; {_ACCEPTED}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
     policy = ReadPolicy(strict=strict)
-    if fmt == "jsonl" or (fmt == "auto" and _inner_suffix(path) in (".jsonl", ".json")):
-        records = _jsonl_records(path, policy)
-    else:
-        records = _tab_records(path, policy, fmt)
+    key = file_key(path, "teacher", fmt, f"strict={strict}", _READER_VERSION)
+
+    def build(directory: Path) -> None:
+        start = time.perf_counter()
+        how = _prepare(path, fmt, policy, directory)
+        table = TeacherTable.load(directory)
+        write_json(directory / "meta.json", {"source": str(path), "format": fmt, "strict": strict, "read": how,
+                                             "skipped": dict(policy.skipped), "rows": table.n_rows,
+                                             "pairs": int(len(table.pair_pos)),
+                                             "seconds": round(time.perf_counter() - start, 2)})
+
+    directory, built = prepare_once(cache_root(cache_dir) / "teacher" / key, build, f"teacher scores {path}")
+    meta = read_json(directory / "meta.json")
+    if not built:
+        policy.skipped.update(meta["skipped"])
+    policy.report()
+    table = TeacherTable.load(directory)
+    logger.info("teacher scores %s: %d scores, %d pairs (%s at %s)", path, meta["rows"], meta["pairs"],
+                "prepared" if built else "mapped", directory)
+    return TeacherScores(scores=TableScores(table), pairs=TablePairs(table), source=str(path))
+
+
+def _prepare(path: Path, fmt: str, policy: ReadPolicy, directory: Path) -> str:
+    """Write the table into `directory`; returns how the file was read: the fast C++ parse for a clean
+    TSV ("fast"), else line by line ("lines")."""
+    is_jsonl = fmt == "jsonl" or (fmt == "auto" and _inner_suffix(path) in (".jsonl", ".json"))
+    tab_fmt = None if is_jsonl else (fmt if fmt != "auto" else _sniff_columns(path))
+    if tab_fmt is not None:
+        why_not = read_fast(path, tab_fmt, _TOLERANCE, directory)
+        if why_not is None:
+            return "fast"
+        logger.info("%s: reading line by line (%s)", path, why_not)
+    scores, pairs = _read_exact(path, policy, fmt, is_jsonl)
+    write_from_dicts(scores, pairs, directory)
+    return "lines"
+
+
+def _sniff_columns(path: Path) -> str | None:
+    """`tasb` or `tsv` from the first non-blank line's field count (as the line reader decides), else None."""
+    with _open_binary(path) as f:
+        for raw in f:
+            if raw.strip():
+                return {5: "tasb", 3: "tsv"}.get(raw.count(b"\t") + 1)
+    return None
+
+
+def _read_exact(path: Path, policy: ReadPolicy, fmt: str, is_jsonl: bool) -> tuple[dict, dict]:
+    """`(scores, pairs)` dicts, line by line: the reference semantics, and the only reader that names lines."""
+    records = _jsonl_records(path, policy) if is_jsonl else _tab_records(path, policy, fmt)
     scores: dict[str, dict[str, float]] = {}
     pairs: dict[str, list[tuple[str, str]]] = {}
     for record in records:
@@ -135,11 +206,9 @@ def read_teacher_scores(path: str | Path, strict: bool = True, fmt: str = "auto"
             scores.setdefault(qid, {}).setdefault(pid, score)
         if pair is not None:
             pairs.setdefault(qid, []).append(pair)
-    policy.report()
     if not scores:
         raise DataFormatError(path, None, "no teacher scores in the file")
-    logger.info("read %d teacher scores for %d queries from %s", sum(map(len, scores.values())), len(scores), path)
-    return TeacherScores(scores=scores, pairs=pairs, source=str(path))
+    return scores, pairs
 
 
 def write_teacher_scores(path: str | Path, scores: dict[str, dict[str, float]]) -> None:
