@@ -2,7 +2,9 @@
 
 Passages live in an Arrow IPC file that is memory-mapped, so the 8.8M-passage MS MARCO collection costs
 page cache, not Python strings. Ids are looked up through a sorted numpy array (`searchsorted`), not a
-dict of strings. The Arrow file is cached by source path, size and mtime, so a second load is instant.
+dict of strings. The Arrow file is cached by source path, size and mtime, and the id index (the ids and
+their sort order) beside it, so a second load neither reads the source nor sorts; within a process, the
+builders of one collection share one store (`shared_store`).
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import json
 import logging
 import os
 import tempfile
+import weakref
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -44,12 +48,14 @@ class CorpusStore:
     `rows` are positions in the table; `active_rows` skips later duplicates kept by a lenient read.
     """
 
-    def __init__(self, table: pa.Table, source: str, fingerprint: str, policy: ReadPolicy | None = None) -> None:
+    def __init__(self, table: pa.Table, source: str, fingerprint: str, policy: ReadPolicy | None = None,
+                 index: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """`index`: `(ids, order)` as `id_index(table)` computes them (read back from the cache)."""
         self.table = table
         self.source = source
         self.fingerprint = fingerprint
-        ids = np.asarray(table.column("id").to_numpy(zero_copy_only=False), dtype=str)  # (N,) fixed width
-        order = np.argsort(ids, kind="stable")
+        self.skipped: Counter = Counter()  # lenient skips of the build, for `shared_store`'s later callers
+        ids, order = index if index is not None else id_index(table)
         sorted_ids = ids[order]
         dup = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1]) + 1  # positions of later duplicates
         if len(dup):
@@ -146,7 +152,54 @@ class CorpusStore:
         table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
         content_file = path.with_suffix(".content")
         content = content_file.read_text().strip() if content_file.exists() else fingerprint
-        return cls(table, str(source), content, policy)
+        return cls(table, str(source), content, policy, cached_id_index(path, table))
+
+
+def id_index(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """`(ids, order)`: the id column as a fixed-width numpy array, and the stable argsort that sorts it."""
+    ids = np.asarray(table.column("id").to_numpy(zero_copy_only=False), dtype=str)  # (N,) fixed width
+    return ids, np.argsort(ids, kind="stable")
+
+
+def cached_id_index(arrow_path: Path, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """`id_index(table)`, kept beside the Arrow file (`.ids.npy`, `.order.npy`) and memory-mapped on later
+    loads: a string sort of MS MARCO's 8.8M ids takes seconds at every load, the mapping none."""
+    files = arrow_path.with_suffix(".ids.npy"), arrow_path.with_suffix(".order.npy")
+    if all(f.exists() for f in files):
+        ids, order = (np.load(f, mmap_mode="r", allow_pickle=False) for f in files)
+        if len(ids) == len(order) == table.num_rows:
+            return ids, order
+    ids, order = id_index(table)
+    for f, array in zip(files, (ids, order)):  # the order last: its presence means both are complete
+        tmp = f.with_name(f"{f.name}.{os.getpid()}.tmp.npy")
+        np.save(tmp, array, allow_pickle=False)
+        os.replace(tmp, f)
+    return ids, order
+
+
+_SHARED: weakref.WeakValueDictionary[tuple[str, str], CorpusStore] = weakref.WeakValueDictionary()
+
+
+def shared_store(records: Iterable[tuple[int, str, str, str]], source: str | Path, fingerprint: str,
+                 policy: ReadPolicy, cache_dir: str | Path | None = None) -> CorpusStore:
+    """`CorpusStore.build`, but one instance per collection in a process: `data=msmarco`'s train, dev and
+    DL19 sets read one collection, and now share its table and id index instead of loading it three times.
+
+    Keyed by the cache directory and the build fingerprint (source, size, mtime, reader settings); held
+    weakly, so a store nobody uses any more is freed. Lenient skips of the build are counted again into
+    each later caller's `policy`, as a load from the disk cache would.
+    """
+    key = (str(Path(cache_dir) if cache_dir else default_cache_dir()), fingerprint)
+    store = _SHARED.get(key)
+    if store is None:
+        before = Counter(policy.skipped)
+        store = CorpusStore.build(records, source, fingerprint, policy, cache_dir)
+        store.skipped = Counter(policy.skipped) - before
+        _SHARED[key] = store
+    else:
+        logger.info("corpus %s: reusing the store already open in this process", source)
+        policy.skipped.update(store.skipped)
+    return store
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from dr.data.beir import read_beir_corpus, read_beir_queries
-from dr.data.corpus import CorpusStore, source_fingerprint
+from dr.data.corpus import CorpusStore, shared_store, source_fingerprint
 from dr.data.errors import ReadPolicy
 from dr.data.msmarco import CollectionLayout, read_collection, read_queries_tsv
 from dr.data.qrels import Qrels, read_qrels
@@ -57,7 +57,7 @@ def beir_set(
     base = Path(root)
     policy = ReadPolicy(strict=strict)
     corpus_path = base / "corpus.jsonl"
-    corpus = CorpusStore.build(
+    corpus = shared_store(
         read_beir_corpus(corpus_path, policy), corpus_path,
         source_fingerprint([corpus_path], f"beir-corpus-strict={strict}"), policy, cache_dir,
     )
@@ -85,7 +85,7 @@ def msmarco_set(
     file; a row with another column count is a bad record).
     """
     policy = ReadPolicy(strict=strict)
-    corpus = CorpusStore.build(
+    corpus = shared_store(
         read_collection(collection, policy, layout), collection,
         # the layout decides what is read, so it keys the cache (auto-detection is a function of the content)
         source_fingerprint([collection], f"tsv-collection-{layout}-strict={strict}"), policy, cache_dir,
@@ -110,7 +110,7 @@ def irds_set(
 
     policy = ReadPolicy(strict=strict)
     docs, fingerprint, queries, qrels = irds_parts(dataset_id, policy)
-    corpus = CorpusStore.build(docs, f"irds:{dataset_id}", fingerprint + f"-strict={strict}", policy, cache_dir)
+    corpus = shared_store(docs, f"irds:{dataset_id}", fingerprint + f"-strict={strict}", policy, cache_dir)
     where = Path(f"irds:{dataset_id}")
     return _assemble(name, corpus, queries, where, qrels, where, rel_level, missing_docs, policy)
 

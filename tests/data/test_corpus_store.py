@@ -124,7 +124,7 @@ def test_cache_hit_does_not_read_records(tmp_path):
     with pytest.raises(AssertionError, match="cache should have been used"):
         CorpusStore.build(_never(), "src.tsv", "fp2", ReadPolicy(), cache_dir=tmp_path / "c")
     assert sorted(p.name for p in (tmp_path / "c" / "corpus").iterdir()) == [
-        "fp.arrow", "fp.content", "fp.skipped.json"
+        "fp.arrow", "fp.content", "fp.ids.npy", "fp.order.npy", "fp.skipped.json"
     ]
     assert (tmp_path / "c" / "corpus" / "fp.content").read_text().strip() == first.fingerprint
     # a cache written without the content sidecar falls back to the build fingerprint
@@ -243,3 +243,49 @@ def test_fingerprint_follows_content_not_path(tmp_path):
     c.write_text("1\tfirst passage\n2\tsecond passage!\n")
     assert load(a).fingerprint == load(b).fingerprint
     assert load(a).fingerprint != load(c).fingerprint
+
+
+def test_id_index_is_cached_beside_the_arrow_file(tmp_path, monkeypatch):
+    import dr.data.corpus as corpus_module
+
+    first = _store(tmp_path)
+    assert (tmp_path / "c" / "corpus" / "fp.order.npy").is_file()
+    monkeypatch.setattr(corpus_module, "id_index", lambda table: pytest.fail("sorted the ids again"))
+    again = CorpusStore.build(_never(), "src.tsv", "fp", ReadPolicy(), cache_dir=tmp_path / "c")
+    assert again.rows_of(["b", "c", "9", "a", "10"]).tolist() == [2, 0, 4, 1, 3]
+    assert again.ids.tolist() == first.ids.tolist() and "10" in again and "1" not in again
+    monkeypatch.undo()
+    # an index that does not fit the table (a copy from elsewhere, a crash) is computed again
+    np.save(tmp_path / "c" / "corpus" / "fp.order.npy", np.arange(2))
+    assert CorpusStore.build(_never(), "src.tsv", "fp", ReadPolicy(), cache_dir=tmp_path / "c").rows_of(["9"]).tolist() == [4]
+
+
+def test_duplicates_are_found_again_with_a_cached_index(tmp_path):
+    records = [(1, "a", "", "x"), (2, "b", "", "y"), (5, "a", "", "z")]
+    _store(tmp_path, records, policy=ReadPolicy(strict=False))
+    with pytest.raises(DataFormatError, match="src.tsv:5: duplicate id 'a'"):
+        CorpusStore.build(_never(), "src.tsv", "fp", ReadPolicy(), cache_dir=tmp_path / "c")
+
+
+def test_sets_over_one_collection_share_one_store(tmp_path, caplog):
+    from dr.data.sources import msmarco_set
+
+    coll = tmp_path / "collection.tsv"
+    coll.write_text("1\tone\n2\ttwo\n3\tthree\nbroken\n")
+    (tmp_path / "q1.tsv").write_text("10\tfirst\n")
+    (tmp_path / "q2.tsv").write_text("20\tsecond\n")
+    (tmp_path / "r1.tsv").write_text("10 0 1 1\n")
+    (tmp_path / "r2.tsv").write_text("20 0 2 1\n")
+    with caplog.at_level(logging.WARNING, logger="dr"):
+        a = msmarco_set("a", str(coll), str(tmp_path / "q1.tsv"), str(tmp_path / "r1.tsv"), strict=False)
+        b = msmarco_set("b", str(coll), str(tmp_path / "q2.tsv"), str(tmp_path / "r2.tsv"), strict=False)
+    assert a.corpus is b.corpus and b.positives("20") == ["2"]
+    # each set still reports the collection's skipped line
+    assert caplog.text.count("lenient read skipped 1 record(s): collection.tsv: malformed line") == 2
+    other = tmp_path / "other.tsv"
+    other.write_text(coll.read_text())
+    c = msmarco_set("c", str(other), str(tmp_path / "q1.tsv"), str(tmp_path / "r1.tsv"), strict=False)
+    assert c.corpus is not a.corpus
+    pinned = msmarco_set("d", str(tmp_path / "other.tsv"), str(tmp_path / "q1.tsv"), str(tmp_path / "r1.tsv"),
+                         strict=False, layout="pid_text")
+    assert pinned.corpus is not c.corpus  # another reader setting is another store
