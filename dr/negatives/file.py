@@ -1,18 +1,30 @@
-"""Negatives files: `qid<TAB>pid pid ...` TSV or JSONL `{"qid": ..., "negatives": [...]}`."""
+"""Negatives files: `qid<TAB>pid pid ...` TSV or JSONL `{"qid": ..., "negatives": [...]}`.
+
+`read_negatives` is the exact line reader (small files, checkpoints); `FileNegatives` prepares a large file
+once into a memory-mapped table (`dr.data.id_lists`) shared by every process and later run.
+"""
 from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from dr.data.errors import DataFormatError, ReadPolicy
+from dr.data.id_lists import IdLists, arrays_from_lists, decode, read_tsv_fast
 from dr.data.lines import read_jsonl, read_tsv
+from dr.data.prepared import (cache_root, encode_ids, file_key, find_ids, prepare_once, read_json, save_arrays,
+                              write_json)
 from dr.data.sources import RetrievalSet
 from dr.negatives import Negatives
 
 logger = logging.getLogger(__name__)
 _SHOWN = 5  # ids quoted in a message: enough to see a format mismatch, short enough to read
+_READER_VERSION = 1  # bump when what a prepared table holds changes
 
 
 def read_negatives(path: str | Path, policy: ReadPolicy) -> tuple[Negatives, dict[str, int]]:
@@ -49,50 +61,147 @@ def write_negatives(path: str | Path, negatives: Negatives) -> None:
 @dataclass
 class FileNegatives:
     """Negatives from a file. Unknown passage ids and positives listed as negatives are errors
-    (or counted skips with `strict: false`)."""
+    (or counted skips with `strict: false`).
+
+    The file is prepared once into a memory-mapped `qid -> [pid]` table under the dr cache (keyed by the
+    file's path, size and mtime), shared by every process and later run; the negatives handed out are a
+    read-only mapping over it, so MS MARCO-size files never become a dict of lists of strings.
+    """
 
     path: str
     strict: bool = True
+    cache_dir: str | None = None
+
+    def table(self, policy: ReadPolicy) -> IdLists:
+        return prepare_negatives(self.path, policy, self.cache_dir)
 
     def negatives(self, train_set: RetrievalSet, qids: list[str]) -> Negatives:
         policy = ReadPolicy(strict=self.strict)
-        table, lines = read_negatives(self.path, policy)
+        table = self.table(policy)
         _check_query_ids(self.path, table, train_set, qids)
-        out: Negatives = {}
-        for qid in qids:
-            kept = []
-            for pid in table.get(qid, []):
-                if pid not in train_set.corpus:
-                    policy.bad(self.path, lines[qid], f"passage id {pid!r} is not in {train_set.corpus.source}")
-                elif train_set.qrels[qid].get(pid, 0) > 0:
-                    policy.bad(self.path, lines[qid], f"passage {pid!r} is a positive of query {qid!r}")
-                else:
-                    kept.append(pid)
-            out[qid] = kept
+        keep = checked_items(table, train_set, qids, policy, self.path)
         policy.report()
-        return out
+        return ListedNegatives(table, qids, keep)
 
 
-def _check_query_ids(path: str, table: Negatives, train_set: RetrievalSet, qids: list[str]) -> None:
+class ListedNegatives(Mapping):
+    """`{qid: [pid, ...]}` for the training queries over a prepared table (an empty list for a query the
+    file does not list); `keep` masks the items dropped by a lenient check. Each list is built when read."""
+
+    def __init__(self, table: IdLists, qids: list[str], keep: np.ndarray | None) -> None:
+        self.table, self.qids, self.keep = table, list(qids), keep
+        self._wanted = set(self.qids)
+
+    def __getitem__(self, qid: str) -> list[str]:
+        if qid not in self._wanted:
+            raise KeyError(qid)
+        code = self.table.code(qid)
+        if code < 0:
+            return []
+        a, b = int(self.table.start[code]), int(self.table.start[code + 1])
+        items = self.table.items[a:b]
+        if self.keep is not None:
+            items = items[self.keep[a:b]]
+        return decode(self.table.pids[items])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.qids)
+
+    def __len__(self) -> int:
+        return len(self.qids)
+
+
+def prepare_negatives(path: str | Path, policy: ReadPolicy, cache_dir: str | Path | None = None) -> IdLists:
+    """The file's prepared table: built on first use (a clean TSV parsed by pyarrow, anything else line by
+    line with `read_negatives`, which names bad lines), then mapped; lenient skips are counted again."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    key = file_key(path, "negatives", f"strict={policy.strict}", _READER_VERSION)
+
+    def build(directory: Path) -> None:
+        before = Counter(policy.skipped)
+        fast = read_tsv_fast(path) if path.suffix not in (".jsonl", ".json") else "JSONL"
+        if isinstance(fast, str):
+            logger.info("%s: reading line by line (%s)", path, fast)
+            lists, lines = read_negatives(path, policy)
+            fast = arrays_from_lists(lists, lines)
+        save_arrays(directory, fast)
+        write_json(directory / "meta.json", {"source": str(path), "skipped": dict(policy.skipped - before)})
+
+    directory, built = prepare_once(cache_root(cache_dir) / "negatives" / key, build, f"negatives {path}")
+    if not built:
+        policy.skipped.update(read_json(directory / "meta.json")["skipped"])
+    return IdLists.load(directory)
+
+
+def checked_items(table: IdLists, train_set: RetrievalSet, qids: list[str], policy: ReadPolicy,
+                  path: str | Path) -> np.ndarray | None:
+    """Which of the table's items may be used: passages in the corpus and not positives of their query.
+
+    One vectorized pass over the listed items of `qids`; a bad item is reported at its query's line in
+    `qids` order, then file order (strict: the first raises). None when every item is good.
+    """
+    items, which = table.items_of(qids)  # (N,) positions in table.items, (N,) index into qids
+    if not len(items):
+        return None
+    codes = table.items[items]
+    used, inverse = np.unique(codes, return_inverse=True)
+    used_ids = decode(table.pids[used])
+    corpus = train_set.corpus
+    known = corpus.contains(used_ids) if hasattr(corpus, "contains") else np.array([p in corpus for p in used_ids])
+    unknown = ~known[inverse]
+    # positives as (query index, passage code) keys, to test every item at once
+    n_p = len(table.pids)
+    positive_keys = []
+    for i, qid in enumerate(qids):
+        found = [p for p, g in train_set.qrels.get(qid, {}).items() if g > 0]
+        if found:
+            pos, hit = find_ids(table.pids, encode_ids(found))
+            positive_keys.extend((i * n_p + pos[hit]).tolist())
+    positive = np.isin(which.astype(np.int64) * n_p + codes, np.array(positive_keys, dtype=np.int64))
+    bad = np.flatnonzero(unknown | positive)
+    if not len(bad):
+        return None
+    keep = np.ones(len(table.items), dtype=bool)
+    for at in bad.tolist():
+        qid, pid = qids[int(which[at])], used_ids[int(inverse[at])]
+        line = table.line_of(qid)
+        if unknown[at]:
+            policy.bad(path, line, f"passage id {pid!r} is not in {corpus.source}")
+        else:
+            policy.bad(path, line, f"passage {pid!r} is a positive of query {qid!r}")
+        keep[items[at]] = False
+    return keep
+
+
+def _check_query_ids(path: str, table: IdLists, train_set: RetrievalSet, qids: list[str]) -> None:
     """No file query id among the training queries is an error: training would silently fall back to
     random negatives. A partial match is a warning with the counts.
 
     Ids of queries held out for dev (in `train_set` but not in `qids`) are not counted as unmatched:
     `dr.mine` writes negatives for every training-set query.
     """
-    if not table:
+    if not len(table):
         raise DataFormatError(path, None, "no negatives: the file holds no query id")
-    wanted = set(qids)
-    if not any(q in wanted for q in table):
-        raise DataFormatError(path, None, f"none of its {len(table)} query ids is one of the {len(qids)} training "
-                                          f"queries of {train_set.name}: the file has {_few(table)}, the training "
-                                          f"set {_few(qids)}")
-    unknown = [q for q in table if q not in train_set.queries]
-    uncovered = sum(q not in table for q in qids)
+    listed = _file_order(table)
+    in_file = set(listed)
+    if not any(q in in_file for q in qids):
+        raise DataFormatError(path, None, f"none of its {len(listed)} query ids is one of the {len(qids)} training "
+                                          f"queries of {train_set.name}: the file has {_few(listed)}, "
+                                          f"the training set {_few(qids)}")
+    unknown = [q for q in listed if q not in train_set.queries]
+    uncovered = sum(q not in in_file for q in qids)
     if unknown or uncovered:
         logger.warning("%s: %d of %d query ids are not training queries of %s%s; %d of %d training queries have "
-                       "no entry (they get random negatives)", path, len(unknown), len(table), train_set.name,
+                       "no entry (they get random negatives)", path, len(unknown), len(listed), train_set.name,
                        f" ({_few(unknown)})" if unknown else "", uncovered, len(qids))
+
+
+def _file_order(table: IdLists) -> list[str]:
+    """Query ids in the order the file lists them (messages quote the first few as the file shows them)."""
+    ids = table.query_ids()
+    return [ids[i] for i in np.argsort(table.line, kind="stable").tolist()]
 
 
 def _few(ids) -> str:
