@@ -1,26 +1,39 @@
-"""BM25 with bm25s (Lù, 2024): an in-memory sparse index over the corpus store.
+"""BM25 with bm25s (Lù, 2024): a sparse index over the corpus store, built once and memory-mapped.
 
-The same index gives BM25 negatives for training (top-k minus positives) and the BM25 baseline.
+The same index gives BM25 negatives for training (top-k minus positives) and the BM25 baseline. It is saved
+under the dr cache (`bm25/<key>`), keyed by the corpus content and everything that changes the index (k1,
+b, method, stopwords, stemmer, bm25s version): the first process to need it builds it (a file lock makes the
+others wait, see `dr.data.prepared`), and every process and later run loads it memory-mapped.
 """
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import bm25s
 import numpy as np
 
 from dr.data.corpus import CorpusStore
+from dr.data.prepared import cache_root, prepare_once, text_key
 from dr.data.sources import RetrievalSet
 from dr.eval.runs import Run, run_from_search
 
 logger = logging.getLogger(__name__)
+_INDEX_VERSION = 1  # bump when what a saved index holds changes
 
 
 @dataclass
 class BM25Retriever:
     """`method` is a bm25s variant (`lucene` matches Anserini/Pyserini's scoring); English stopwords and
-    Porter-style stemming (PyStemmer) as in Anserini's default analyzer; `stemmer: null` turns it off."""
+    Porter-style stemming (PyStemmer) as in Anserini's default analyzer; `stemmer: null` turns it off.
+
+    `threads`: retrieval threads (null: every core this process may use); `chunk_passages`: passages
+    tokenized at once while indexing (bounds the token lists held as Python objects); `cache_dir`: where
+    indexes are saved (null: `$DR_CACHE`).
+    """
 
     k1: float = 0.9
     b: float = 0.4
@@ -28,6 +41,9 @@ class BM25Retriever:
     stopwords: str | None = "en"
     stemmer: str | None = "english"
     name: str = "bm25"
+    threads: int | None = None
+    chunk_passages: int = 100_000
+    cache_dir: str | None = None
     _indexes: dict[str, bm25s.BM25] = field(default_factory=dict, repr=False)
 
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
@@ -38,22 +54,50 @@ class BM25Retriever:
             stem = Stemmer.Stemmer(self.stemmer).stemWords
         return bm25s.tokenize(texts, stopwords=self.stopwords, stemmer=stem, return_ids=False, show_progress=False)
 
+    def index_key(self, corpus: CorpusStore) -> str:
+        """The saved index's name: the corpus content and every setting that changes the index."""
+        return text_key("bm25", _INDEX_VERSION, corpus.fingerprint, self.k1, self.b, self.method, self.stopwords,
+                        self.stemmer, bm25s.__version__)
+
     def index_for(self, corpus: CorpusStore) -> bm25s.BM25:
         if corpus.fingerprint not in self._indexes:
-            texts = corpus.texts(corpus.active_rows)
-            tokens = self._tokenize(texts)
-            model = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
-            model.index(tokens, show_progress=False)
-            self._indexes[corpus.fingerprint] = model
-            logger.info("bm25 index over %d passages", len(texts))
+            directory, built = prepare_once(cache_root(self.cache_dir) / "bm25" / self.index_key(corpus),
+                                            lambda tmp: self._build(corpus, tmp), f"bm25 index of {corpus.source}")
+            if not built:
+                logger.info("bm25 index of %s loaded from %s", corpus.source, directory)
+            self._indexes[corpus.fingerprint] = bm25s.BM25.load(directory, mmap=True, show_progress=False)
         return self._indexes[corpus.fingerprint]
+
+    def _build(self, corpus: CorpusStore, directory: Path) -> None:
+        """Tokenize `chunk_passages` at a time into one flat int32 array, index, save into `directory`."""
+        vocab: dict[str, int] = {}
+        token_ids: list[np.ndarray] = []
+        lengths: list[np.ndarray] = []
+        rows = corpus.active_rows
+        for start in range(0, len(rows), self.chunk_passages):
+            tokens = self._tokenize(corpus.texts(rows[start : start + self.chunk_passages]))
+            ids = [vocab.setdefault(t, len(vocab)) for doc in tokens for t in doc]
+            token_ids.append(np.array(ids, dtype=np.int32))
+            lengths.append(np.array([len(doc) for doc in tokens], dtype=np.int64))
+        docs = _Documents(np.concatenate(token_ids), np.concatenate(lengths))
+        del token_ids
+        model = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
+        # what `BM25.index` does with token strings, from ids: the same scores, without every token of the
+        # corpus as a Python string at once
+        model.scores = model.build_index_from_ids(list(range(len(vocab))), docs, show_progress=False)
+        if "" not in vocab:
+            vocab[""] = max(vocab.values(), default=-1) + 1
+        model.vocab_dict = vocab
+        model.unique_token_ids_set = set(vocab.values())
+        model.save(str(directory), show_progress=False)
+        logger.info("bm25 index built over %d passages (%d terms) at %s", len(rows), len(vocab), directory)
 
     def search(self, corpus: CorpusStore, queries: list[str], depth: int) -> tuple[np.ndarray, np.ndarray]:
         """(Q, k) scores and positions in `corpus.active_rows` order."""
         model = self.index_for(corpus)
         k = min(depth, len(corpus))
         tokens = self._tokenize(queries)
-        rows, scores = model.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        rows, scores = model.retrieve(tokens, k=k, show_progress=False, n_threads=self.threads or _cores())
         rows = np.where(scores > 0, rows, -1)  # no query term in the passage: not retrieved
         return scores.astype(np.float32), rows.astype(np.int64)
 
@@ -62,3 +106,29 @@ class BM25Retriever:
         qids = list(eval_set.queries)
         scores, rows = self.search(corpus, [eval_set.queries[q] for q in qids], depth)
         return run_from_search(qids, scores, rows, corpus.ids[corpus.active_rows])
+
+
+class _Documents(Sequence):
+    """Each passage's token ids as a list, read from one flat array (what bm25s iterates over)."""
+
+    def __init__(self, flat: np.ndarray, lengths: np.ndarray) -> None:
+        self.flat, self.lengths = flat, lengths
+        self.starts = np.concatenate([[0], np.cumsum(lengths)])
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> list[int]:
+        return self.flat[self.starts[i] : self.starts[i + 1]].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        starts = self.starts.tolist()
+        for a, b in zip(starts[:-1], starts[1:]):
+            yield self.flat[a:b].tolist()
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
