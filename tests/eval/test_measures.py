@@ -65,3 +65,33 @@ def test_run_from_search_drops_padding_and_maps_ids():
 def test_trec_run_file(tmp_path):
     write_trec_run({"q1": {"a": 0.5, "b": 2.0}}, tmp_path / "r.trec", tag="t")
     assert (tmp_path / "r.trec").read_text().splitlines() == ["q1 Q0 b 1 2.000000 t", "q1 Q0 a 2 0.500000 t"]
+
+
+def test_chunked_scoring_equals_one_pass_and_array_runs_act_as_dicts(monkeypatch):
+    """Scoring a few queries at a time gives ir_measures' one-pass aggregate, and an ArrayRun scores as
+    the dict it stands for."""
+    import ir_measures
+    import numpy as np
+
+    from dr.eval import measures as M
+    from dr.eval.runs import ArrayRun
+
+    rng = np.random.default_rng(0)
+    docids = np.array([f"d{i}" for i in range(30)])
+    qids = [f"q{i}" for i in range(9)]
+    rows = np.stack([rng.permutation(30)[:12] for _ in qids])
+    rows[2, 5:] = -1  # a query with fewer hits than the depth
+    scores = np.sort(rng.standard_normal((9, 12)), axis=1)[:, ::-1].astype(np.float32)
+    run = ArrayRun(qids[:8], scores[:8], rows[:8], docids)  # q8 is missing from the run: it scores 0
+    qrels = {q: {f"d{j}": int(rng.integers(0, 3)) for j in rng.choice(30, 5, replace=False)} for q in qids}
+    as_dict = {q: run[q] for q in run}
+    assert len(as_dict["q2"]) == 5 and set(run) == set(qids[:8])
+    names = ["RR@10", "nDCG@10", "R@5", "NumRet"]
+    monkeypatch.setattr(M, "CHUNK", 2)
+    got = M.score_run(run, qrels, names)
+    want = ir_measures.calc_aggregate([ir_measures.parse_measure(n) for n in names], qrels,
+                                      {q: as_dict.get(q, {}) for q in qrels})
+    for n in names[:3]:  # mean measures: the missing query counts 0 in both
+        assert got[n] == pytest.approx(want[ir_measures.parse_measure(n)], abs=1e-12)
+        assert got[n] == pytest.approx(sum(M.per_query(run, qrels, n).values()) / len(qrels), abs=1e-12)
+    assert got["NumRet"] == sum(len(v) for v in as_dict.values())  # a sum, not a mean
