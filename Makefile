@@ -1,13 +1,16 @@
 # make install: dependencies + dr (editable). On the project's CI machines `torch==2.13.0` is a local
 # CPU wheel; if torch is already importable it is left alone, so a GPU user's CUDA build stays.
+# One faiss build: faiss-cpu, or with GPU=1 faiss-gpu (extras cpu / gpu; see pyproject.toml).
 PYTHON ?= python
 TORCH_SPEC ?= torch==2.13.0
+FAISS_EXTRA := $(if $(GPU),gpu,cpu)
 
 .PHONY: install test test-fast evaluate bm25 teacher bench results clean
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
-	$(PYTHON) -m pip install -e ".[dev]"
+	$(if $(GPU),-$(PYTHON) -m pip uninstall -y faiss-cpu)
+	$(PYTHON) -m pip install -e ".[$(FAISS_EXTRA),dev]"
 
 test:
 	$(PYTHON) -m pytest -q

@@ -4,6 +4,7 @@
     python -m dr.evaluate model.name_or_path=outputs/.../export
     python -m dr.evaluate retriever=bm25 hydra.run.dir=outputs/bm25
     python -m dr.evaluate retriever=rerank                    # the SciFact teacher reranks BM25's top 100
+    torchrun --nproc_per_node 2 -m dr.evaluate                # sharded: each process encodes 1/2 of the corpus
 """
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from omegaconf import DictConfig
 
 from dr.config import CONFIG_DIR, register_resolvers
 from dr.data.sources import RetrievalSet
-from dr.eval.cache import EmbeddingCache, reused_from_earlier_runs
+from dr.dist import all_gather_object, init_from_env, peak_rss_mb, world
+from dr.encoding.cache import EmbeddingCache, reused_from_earlier_runs
 from dr.eval.evaluator import Evaluator, format_table, write_json
 from dr.models.cross_encoder import CrossEncoder
-from dr.models.dual_encoder import DualEncoder
+from dr.models.standin import build_encoder
 from dr.retrievers.dense import DenseRetriever
 from dr.retrievers.rerank import RerankRetriever
 
@@ -55,7 +57,7 @@ def build_retriever(cfg: DictConfig):
 
 def _with_encoder(retriever: functools.partial, cfg: DictConfig):
     """A dense retriever gets the encoder and the embedding cache."""
-    encoder = DualEncoder(instantiate(cfg.model, _convert_="all"))
+    encoder = build_encoder(instantiate(cfg.model, _convert_="all"))
     cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
     return retriever(encoder=encoder, cache=cache)
 
@@ -64,19 +66,25 @@ def _with_encoder(retriever: functools.partial, cfg: DictConfig):
 def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     start = time.perf_counter()
+    init_from_env()  # under torchrun / accelerate launch: join the process group (sharded dense retrieval)
     sets = build_eval_sets(cfg, list(cfg.eval_sets) if cfg.eval_sets else None)
     retriever = build_retriever(cfg)
     evaluator = Evaluator(measures=list(cfg.measures), depth=int(cfg.depth))
-    metrics = evaluator.evaluate(retriever, sets, out_dir)
-    timings = {"wall_s": time.perf_counter() - start, "per_set_s": evaluator.timings,
-               "embedding_cache_reused": reused_from_earlier_runs()}
+    rank, size = world()
+    metrics = evaluator.evaluate(retriever, sets, out_dir if rank == 0 else None)
+    timings = {"wall_s": time.perf_counter() - start, "per_set_s": evaluator.timings, "world_size": size,
+               "embedding_cache_reused": reused_from_earlier_runs(),
+               "peak_rss_mb_per_process": all_gather_object(peak_rss_mb())}
     if isinstance(retriever, DenseRetriever):
-        stats = retriever.stats
-        timings.update(passages_encoded=stats.passages, encode_s=stats.seconds,
-                       passages_per_s=stats.passages_per_s, cache_hits=stats.cache_hits)
-    write_json(out_dir / "timings.json", timings)
-    print(format_table(metrics))
-    print(f"metrics: {out_dir / 'metrics.json'}  runs: {out_dir / 'runs'}  timings: {json.dumps(timings)}")
+        stats = all_gather_object(retriever.stats)  # per process
+        passages, seconds = sum(s.passages for s in stats), max(s.seconds for s in stats)
+        timings.update(passages_encoded=passages, encode_s=seconds, passages_per_s=passages / seconds if seconds
+                       else float("nan"), cache_hits=stats[0].cache_hits,
+                       passages_encoded_per_process=[s.passages for s in stats])
+    if rank == 0:
+        write_json(out_dir / "timings.json", timings)
+        print(format_table(metrics))
+        print(f"metrics: {out_dir / 'metrics.json'}  runs: {out_dir / 'runs'}  timings: {json.dumps(timings)}")
     return metrics
 
 

@@ -2,6 +2,7 @@
 
     python -m dr.mine model.name_or_path=outputs/.../export out=negatives.tsv window=[3,200] per_query=30
     python -m dr.train negatives=file negatives.path=negatives.tsv trainer.negatives_per_query=7
+    torchrun --nproc_per_node 8 -m dr.mine ...      # sharded: each process encodes 1/8 of the corpus
 
 Positives are removed before the rank window is applied (`dr.mining.select.select_negatives`).
 """
@@ -17,7 +18,9 @@ from omegaconf import DictConfig
 
 from dr.config import CONFIG_DIR, register_resolvers
 from dr.data.sources import RetrievalSet
+from dr.dist import init_from_env, world
 from dr.evaluate import build_retriever
+from dr.retrievers import retrieve_run
 from dr.mining.select import select_negatives
 from dr.negatives.file import write_negatives
 
@@ -28,9 +31,12 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="mine")
 def main(cfg: DictConfig) -> None:
     start = time.perf_counter()
+    init_from_env()  # under torchrun: each process encodes and searches one shard of the corpus
     train_set: RetrievalSet = instantiate(cfg.data.train, _convert_="all")
     retriever = build_retriever(cfg)  # the same encoder + cache wiring as dr.evaluate
-    run = retriever.retrieve(train_set, int(cfg.depth))
+    run = retrieve_run(retriever, train_set, int(cfg.depth))
+    if world()[0] != 0:
+        return
     negatives = select_negatives(run, train_set.qrels, tuple(cfg.window), int(cfg.per_query),
                                  np.random.default_rng(int(cfg.seed)), cfg.sampling)
     write_negatives(cfg.out, negatives)

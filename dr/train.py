@@ -23,17 +23,18 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import get_linear_schedule_with_warmup
 
 from dr.config import CONFIG_DIR, register_resolvers
-from dr.dist import all_gather_object
+from dr.dist import all_gather_object, local_only
 from dr.data.dev import dev_set
 from dr.data.groups import GroupSchedule, split_dev
 from dr.data.tas import TasConfig, TasSchedule
 from dr.data.teacher import read_teacher_scores
-from dr.eval.cache import EmbeddingCache, reused_from_earlier_runs
+from dr.encoding.cache import EmbeddingCache, reused_from_earlier_runs
 from dr.eval.evaluator import Evaluator, write_json
 from dr.index import IndexConfig, kmeans_assign
 from dr.mining.miner import Miner
 from dr.models.cross_encoder import CrossEncoder, CrossEncoderConfig
 from dr.models.dual_encoder import DualEncoder
+from dr.models.precision import resolve_precision
 from dr.quantizer import ProductQuantizer, QuantizerConfig, build_pq_index, load_pq_index
 from dr.quantizer.objective import JPQObjective
 from dr.ranker.ar2 import AR2Config, AR2Objective, AR2PhaseCallback
@@ -69,8 +70,9 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     # validated before anything heavy is loaded; a cross-encoder run trains no dual encoder
     encoder_cfg = instantiate(cfg.model, _convert_="all") if ranker_cfg is None else None
     loss = instantiate(cfg.loss, _convert_="all")
+    precision = resolve_precision(tcfg.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu", "training")
     accelerator = Accelerator(
-        mixed_precision=tcfg.mixed_precision,
+        mixed_precision=precision.accelerate,
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[DistributedDataParallelKwargs(
             find_unused_parameters=encoder_cfg is not None and not encoder_cfg.shared
@@ -125,10 +127,27 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     callbacks += [
         LogCallback(out_dir, tcfg.log_every, tcfg.tensorboard),
         EvalCallback(out_dir, evaluator, retriever, dev, test_sets, tcfg.eval_every, tcfg.zero_shot_eval,
-                     tcfg.select_metric),
+                     tcfg.select_metric, **_export_index(cfg, retriever)),
         CheckpointCallback(out_dir, tcfg.save_every, tcfg.keep_checkpoints),
     ]
     return Trainer(tcfg, accelerator, model, optimizer, scheduler, schedule, callbacks, state, negatives)
+
+
+def _export_index(cfg: DictConfig, retriever) -> dict:
+    """`export.index=true`: the trained passage tower's faiss index of `export.corpus` (an eval set name;
+    default the first eval set) goes into the export beside the encoder."""
+    export = cfg.get("export") or {}
+    if not export.get("index"):
+        return {}
+    if not isinstance(retriever, DenseRetriever):
+        raise ValueError("export.index=true writes a dense index: it needs a dual encoder evaluated with "
+                         "retriever=dense (JPQ exports its own PQ index)")
+    name = export.get("corpus") or next(iter(cfg.data.eval_sets))
+    if name not in cfg.data.eval_sets:
+        raise ValueError(f"export.corpus={name!r} is not an eval set of data={cfg.data.name}; known: "
+                         f"{list(cfg.data.eval_sets)}")
+    config = dataclasses.replace(retriever.index, factory=export.get("factory") or "Flat")
+    return {"export_index": config, "export_corpus": instantiate(cfg.data.eval_sets[name], _convert_="all")}
 
 
 def _ranker_config(cfg: DictConfig, objective_cfg) -> CrossEncoderConfig | None:
@@ -223,8 +242,7 @@ def _build_objective(cfg: DictConfig, tcfg: TrainerConfig, encoder: DualEncoder,
     if cfg.get("miner") is not None or cfg.get("negatives") is not None:
         raise ValueError("objective=adore retrieves its own negatives at every step: set miner=null negatives=null")
     adore_cfg = instantiate(cfg.objective, _convert_="all")
-    with accelerator.main_process_first():  # the main process encodes (or finds them cached) first
-        emb = DenseRetriever(encoder, cache=cache).corpus_embeddings(train_set.corpus)
+    emb = DenseRetriever(encoder, cache=cache).corpus_matrix(train_set.corpus)  # sharded, then gathered
     corpus = train_set.corpus
     positives = {q: train_set.positives(q) for q in train_qids}
     return AdoreObjective(encoder, adore_cfg, emb, corpus.ids[corpus.active_rows], positives)
@@ -245,7 +263,8 @@ def _jpq_objective(cfg: DictConfig, encoder: DualEncoder, train_set, train_qids,
         if not init.exists():
             if qcfg.init_from:
                 raise FileNotFoundError(f"quantizer.init_from={qcfg.init_from} does not exist")
-            emb = DenseRetriever(encoder, cache=cache).corpus_embeddings(corpus)
+            with local_only():  # the others wait at main_process_first's barrier: no collective here
+                emb = DenseRetriever(encoder, cache=cache).corpus_matrix(corpus)
             start = time.perf_counter()
             index = build_pq_index(emb, qcfg)
             logger.info("OPQ + PQ (%s) over %d passages trained in %.1fs", qcfg.factory(), len(emb),

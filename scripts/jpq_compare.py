@@ -31,7 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dr.config import CONFIG_DIR, register_resolvers
-from dr.eval.cache import EmbeddingCache
+from dr.encoding.cache import EmbeddingCache
 from dr.eval.evaluator import Evaluator
 from dr.index import IndexConfig, build_index
 from dr.models.dual_encoder import DualEncoder, EncoderConfig
@@ -92,7 +92,7 @@ def main() -> None:
         for name, retriever in methods.items():
             _, metrics = evaluator.evaluate_set(retriever, eval_set)
             if name == "flat":
-                index = build_index(retriever.corpus_embeddings(eval_set.corpus), retriever.index).index
+                index = build_index(retriever.corpus_matrix(eval_set.corpus), retriever.index).index
                 encoder = base
             else:
                 index, _ = retriever.index_for(eval_set)

@@ -47,11 +47,16 @@ def corpus_text() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, hidden-32 BERT with random weights and a WordPiece vocab trained on fixture text."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def build_tiny_bert(out: Path) -> Path:
+    """The tiny BERT of `tiny_model_dir`, written to `out` (also used by scripts/chaos.py)."""
     import torch
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    out = tmp_path_factory.mktemp("tiny-bert")
+    out.mkdir(parents=True, exist_ok=True)
     wp = BertWordPieceTokenizer(lowercase=True)
     wp.train_from_iterator(corpus_text() * 4, vocab_size=400, min_frequency=1, show_progress=False)
     wp.save_model(str(out))
@@ -95,7 +100,13 @@ def write_beir(root: Path, split: str = "test") -> Path:
 @pytest.fixture
 def tiny_data_dir(tmp_path, monkeypatch) -> Path:
     """A folder laid out like data/, with the fixture passages, so configs work unchanged on it."""
-    root = tmp_path / "data"
+    root = write_tiny_data(tmp_path / "data")
+    monkeypatch.setenv("DR_DATA_DIR", str(root))
+    return root
+
+
+def write_tiny_data(root: Path) -> Path:
+    """The `tiny_data_dir` layout under `root` (also used by scripts/chaos.py)."""
     write_beir(root / "scifact", "test")
     shutil.copy(root / "scifact" / "qrels" / "test.tsv", root / "scifact" / "qrels" / "train.tsv")
     pool = root / "msmarco-dl19-pool"
@@ -107,14 +118,16 @@ def tiny_data_dir(tmp_path, monkeypatch) -> Path:
     (trec / "qrels.dl19-passage.txt").write_text(
         "".join(f"{q[1:]} Q0 {d[1:]} {g}\n" for q, j in QRELS.items() for d, g in j.items())
     )
-    monkeypatch.setenv("DR_DATA_DIR", str(root))
     return root
 
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
-    """Each test gets its own dr cache (corpus Arrow files, embeddings)."""
+    """Each test gets its own dr cache (corpus Arrow files, embeddings), and `precision: auto` means fp32
+    whatever the CPU, so that figures compared across processes and runs do not depend on the machine
+    (bf16 is tested where it is asked for explicitly)."""
     monkeypatch.setenv("DR_CACHE", str(tmp_path / "dr-cache"))
+    monkeypatch.setenv("DR_NATIVE_BF16", "0")
     logging.getLogger("dr").setLevel(logging.INFO)
 
 

@@ -1,4 +1,9 @@
-"""Evaluate a retriever on named sets: run -> ir_measures -> metrics.json, TREC runs and a table."""
+"""Evaluate a retriever on named sets: run -> ir_measures -> metrics.json, TREC runs and a table.
+
+Under several processes a sharded retriever (`retriever.sharded`, the dense one) runs on all of them and
+the first process gets the merged run; any other retriever runs on the first process alone. Only the
+first process scores the runs and writes files; the others get empty metrics.
+"""
 from __future__ import annotations
 
 import json
@@ -10,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dr.data.sources import RetrievalSet
+from dr.dist import world
 from dr.eval.measures import per_query_values, score_run
 from dr.eval.perquery import write_per_query
 from dr.eval.runs import Run, write_trec_run
-from dr.retrievers import Retriever
+from dr.retrievers import Retriever, retrieve_run
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +35,12 @@ class Evaluator:
     timings: dict[str, float] = field(default_factory=dict)
 
     def evaluate_set(self, retriever: Retriever, eval_set: RetrievalSet) -> tuple[Run, dict[str, float]]:
+        """(run, metrics) on the first process; ({}, {}) on the others."""
         start = time.perf_counter()
-        run = retriever.retrieve(eval_set, self.depth)
+        run = retrieve_run(retriever, eval_set, self.depth)
         self.timings[eval_set.name] = time.perf_counter() - start
+        if world()[0] != 0:
+            return {}, {}
         return run, score_run(run, eval_set.qrels, self.measures, eval_set.rel_level)
 
     def evaluate(
@@ -44,14 +53,17 @@ class Evaluator:
         if per_query_dir is None and out_dir is not None:
             per_query_dir = Path(out_dir) / "perquery"
         for eval_set in sets:
-            run, metrics[eval_set.name] = self.evaluate_set(retriever, eval_set)
+            run, values = self.evaluate_set(retriever, eval_set)
+            if world()[0] != 0:
+                continue
+            metrics[eval_set.name] = values
             logger.info("%s on %s: %s", retriever.name, eval_set.name, metrics[eval_set.name])
             if out_dir is not None:
                 write_trec_run(run, Path(out_dir) / "runs" / f"{eval_set.name}.trec", tag=retriever.name)
             if per_query_dir is not None:
                 values = per_query_values(run, eval_set.qrels, self.measures, eval_set.rel_level)
                 write_per_query(values, Path(per_query_dir) / f"{eval_set.name}.tsv")
-        if out_dir is not None:
+        if out_dir is not None and world()[0] == 0:
             write_json(Path(out_dir) / "metrics.json", metrics)
         return metrics
 

@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import faiss
 import numpy as np
 
+from dr.index._faiss import faiss
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class IndexConfig:
-    """`device`: `auto` uses every GPU faiss sees (else CPU, with a log line), `gpu` requires one, `cpu`.
+    """`device`: `auto` uses the GPUs faiss sees (else the CPU; a warning when CUDA is there but faiss has
+    no GPU support), `gpu` requires one, `cpu`. Each process of a multi-process run places its index on
+    its own GPU; a single process uses all of them.
 
-    `gpu_mode`: `replicate` copies the index to each GPU (faster search), `shard` splits it (more room).
-    `nprobe` (IVF) and `ef_search` (HNSW) trade speed for recall at search time.
+    `gpu_mode`: with several GPUs in one process, `replicate` copies the index to each GPU (faster
+    search), `shard` splits it (more room). `nprobe` (IVF) and `ef_search` (HNSW) trade speed for recall
+    at search time. `train_size`: vectors sampled to train an index that needs training (IVF, PQ).
+    `recall_check`: for an approximate index, this many queries are also searched exactly and the
+    approximate index's recall@k against exact search is logged (0: off).
     """
 
     factory: str = "Flat"
@@ -35,6 +41,7 @@ class IndexConfig:
     ef_search: int = 128
     search_batch_size: int = 4096
     seed: int = 0
+    recall_check: int = 0
 
 
 def gpu_count() -> int:
@@ -110,27 +117,110 @@ def load_index(path: str | Path, config: IndexConfig | None = None) -> DenseInde
     return place_index(faiss.read_index(str(path)), config)
 
 
-def place_index(index: faiss.Index, config: IndexConfig) -> DenseIndex:
-    n_gpu = gpu_count()
-    if config.device == "gpu" and n_gpu == 0:
-        raise RuntimeError("index.device=gpu but faiss sees no GPU (install faiss-gpu: pip install 'dr[gpu]')")
-    gpu_ok = _gpu_supported(config.factory)
-    if config.device == "gpu" and not gpu_ok:
-        raise RuntimeError(f"index.device=gpu but faiss has no GPU version of {config.factory!r} (use Flat or IVF)")
-    if config.device == "cpu" or n_gpu == 0 or not gpu_ok:
+def place_index(index: faiss.Index, config: IndexConfig, devices: Sequence[int] | None = None) -> DenseIndex:
+    """Put `index` where `config.device` says: a CPU index, or a GPU index on `devices` (default: the GPUs
+    `gpu_devices` gives this process). One device holds a full copy; several hold copies (`gpu_mode:
+    replicate`) or one shard each (`shard`)."""
+    log_faiss_build()
+    if not use_gpu(config):
+        n_gpu = gpu_count()
         why = ("index.device=cpu" if config.device == "cpu" else "faiss sees no GPU" if n_gpu == 0
                else f"faiss has no GPU version of {config.factory}")
         logger.info("faiss index %s on CPU (%s), %d vectors", config.factory, why, index.ntotal)
         return DenseIndex(index, config, on_gpu=False)
-    options = faiss.GpuMultipleClonerOptions()
-    options.shard = config.gpu_mode == "shard"
-    gpu_index = faiss.index_cpu_to_all_gpus(index, co=options)
+    devices = list(devices) if devices is not None else gpu_devices(gpu_count(), *local_process())
+    if len(devices) == 1:
+        gpu_index = faiss.index_cpu_to_gpu(_gpu_resources(devices[0]), devices[0], index)
+    else:
+        options = faiss.GpuMultipleClonerOptions()
+        options.shard = config.gpu_mode == "shard"
+        gpu_index = faiss.index_cpu_to_gpus_list(index, co=options, gpus=devices)
     params = faiss.GpuParameterSpace()
     params.initialize(gpu_index)
     if "IVF" in config.factory:
         params.set_index_parameter(gpu_index, "nprobe", config.nprobe)
-    logger.info("faiss index %s on %d GPU(s) (%s), %d vectors", config.factory, n_gpu, config.gpu_mode, index.ntotal)
+    logger.info("faiss index %s on GPU(s) %s (%s), %d vectors", config.factory, devices,
+                config.gpu_mode if len(devices) > 1 else "one device", index.ntotal)
     return DenseIndex(gpu_index, config, on_gpu=True)
+
+
+def use_gpu(config: IndexConfig) -> bool:
+    """Whether `config` puts the index on a GPU here; `device: gpu` without one is an error, and `auto`
+    warns when CUDA is present but this faiss build has no GPU support."""
+    n_gpu = gpu_count()
+    if config.device == "gpu" and n_gpu == 0:
+        raise RuntimeError("index.device=gpu but faiss sees no GPU (install faiss-gpu: pip install 'dr[gpu]')")
+    if config.device == "gpu" and not _gpu_supported(config.factory):
+        raise RuntimeError(f"index.device=gpu but faiss has no GPU version of {config.factory!r} (use Flat or IVF)")
+    if config.device == "auto" and n_gpu == 0 and _cuda_present():
+        _warn_once("CUDA is present but this faiss build has no GPU support, so indexes stay on the CPU: "
+                   "install the GPU build with pip install 'dr[gpu]' (and not faiss-cpu beside it)")
+    return config.device != "cpu" and n_gpu > 0 and _gpu_supported(config.factory)
+
+
+def gpu_devices(n_gpu: int, local_rank: int, local_world: int) -> list[int]:
+    """The GPUs one process's index goes on: with several processes on a node, each its own device
+    (`local_rank` modulo the count), never every process on every GPU; a single process uses them all."""
+    if n_gpu <= 0:
+        return []
+    if local_world > 1:
+        return [local_rank % n_gpu]
+    return list(range(n_gpu))
+
+
+def local_process() -> tuple[int, int]:
+    """(local rank, processes on this node) from the launcher's environment (torchrun, accelerate)."""
+    return int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
+_RESOURCES: dict[int, object] = {}
+_WARNED: set[str] = set()
+
+
+def _gpu_resources(device: int):
+    if device not in _RESOURCES:
+        _RESOURCES[device] = faiss.StandardGpuResources()
+    return _RESOURCES[device]
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
+
+def _cuda_present() -> bool:
+    try:
+        import torch
+    except ImportError:  # faiss without torch: nothing to compare with
+        return False
+    return torch.cuda.is_available()
+
+
+def faiss_build() -> str:
+    """Which faiss is active: version, GPU support, and the installed distribution(s)."""
+    from importlib import metadata
+
+    dists = []
+    for name in ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss"):
+        try:
+            dists.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    gpu = "GPU" if hasattr(faiss, "StandardGpuResources") else "CPU-only"
+    return f"faiss {faiss.__version__} ({gpu} build; installed: {', '.join(dists) or 'unknown'})"
+
+
+def log_faiss_build() -> None:
+    """Log the active faiss once; warn when two builds are installed (they overwrite one `faiss` module)."""
+    if "build" in _WARNED:
+        return
+    _WARNED.add("build")
+    build = faiss_build()
+    logger.info("%s", build)
+    if build.count("faiss-") > 1:
+        logger.warning("more than one faiss distribution is installed; they share one `faiss` module, so "
+                       "the active build is whichever was installed last: keep one (pip uninstall the other)")
 
 
 def _gpu_supported(factory: str) -> bool:

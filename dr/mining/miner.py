@@ -1,11 +1,12 @@
 """Dynamic hard-negative mining over a periodically rebuilt FAISS index (ANCE; STAR's static negatives).
 
 A refresh encodes the corpus with the current passage encoder, indexes it, searches the training
-queries and turns the ranking into negatives with `select_negatives`. Under `torch.distributed` each
-process encodes and indexes only its contiguous shard of the corpus and searches all training queries
-against it; the per-shard top-k lists are gathered and merged into one top-k. So no process holds the
-corpus embeddings twice, memory grows linearly with the corpus, and no queries-by-corpus score matrix
-is ever built (faiss returns the top-k only). Every process ends with the same negatives.
+queries and turns the ranking into negatives with `select_negatives`. It runs on the same sharded path
+as evaluation (`dr.encoding.sharded`): under `torch.distributed` each process encodes and indexes only
+its shard of the corpus and searches all training queries against it; the per-shard top-k lists are
+gathered and merged into one top-k. So no process holds the corpus embeddings twice, memory grows
+linearly with the corpus, and no queries-by-corpus score matrix is ever built (faiss returns the top-k
+only). Every process ends with the same negatives, equal to one process's.
 """
 from __future__ import annotations
 
@@ -16,17 +17,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-import faiss
 import numpy as np
 
 from dr.data.sources import RetrievalSet
 from dr.dist import all_gather_object, world
-from dr.eval.cache import EmbeddingCache
-from dr.index import IndexConfig, build_index
-from dr.index.faiss_index import gpu_count
+from dr.encoding.cache import EmbeddingCache, ShardEmbeddings
+from dr.encoding.sharded import EncodeStats, encode_corpus, encode_texts, search
+from dr.index import IndexConfig
 from dr.mining.select import Run, select_negatives
 from dr.models.dual_encoder import DualEncoder
-from dr.retrievers.dense import DenseRetriever
 
 logger = logging.getLogger(__name__)
 
@@ -106,41 +105,19 @@ def passage_length(encoder: DualEncoder, length: int | None) -> Iterator[None]:
         encoder.config.passage_max_length = old
 
 
-def shard_rows(rows: np.ndarray, rank: int, size: int) -> np.ndarray:
-    """Contiguous shard `rank` of `size` (sizes differ by at most one)."""
-    return np.array_split(rows, size)[rank]
-
-
-def search_shard(emb: np.ndarray, rows: np.ndarray, queries: np.ndarray, depth: int, index_cfg: IndexConfig
-                 ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Index one shard's embeddings (rows `rows` of the corpus) and search `queries`: (scores (Q, k),
-    corpus rows (Q, k), -1 where fewer than k), index seconds, search seconds. The index is dropped after.
-
-    An exact (`Flat`) search on the CPU runs faiss's brute-force k-NN on the array itself, so the shard's
-    embeddings are not copied into an index (one copy in memory); other factories build an index."""
-    k = min(depth, len(rows))
-    cpu_flat = index_cfg.factory == "Flat" and (index_cfg.device == "cpu" or gpu_count() == 0)
-    start = time.perf_counter()
-    index = None if cpu_flat else build_index(emb, index_cfg)
-    index_s = time.perf_counter() - start
-    start = time.perf_counter()
-    if cpu_flat:
-        scores, local = faiss.knn(np.ascontiguousarray(queries, dtype=np.float32),
-                                  np.ascontiguousarray(emb, dtype=np.float32), k, metric=faiss.METRIC_INNER_PRODUCT)
-    else:
-        scores, local = index.search(queries, k)
-    global_rows = np.where(local >= 0, rows[np.clip(local, 0, None)], -1)
-    return scores, global_rows, index_s, time.perf_counter() - start
-
-
-def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-shard (scores (Q, k_s), global rows (Q, k_s)) -> the overall top-k, best first; ties by row.
-    Missing hits (row -1) sort last."""
-    scores = np.concatenate([p[0] for p in parts], axis=1)
-    rows = np.concatenate([p[1] for p in parts], axis=1)
-    scores = np.where(rows < 0, -np.inf, scores)
-    order = np.lexsort((rows, -scores), axis=1)[:, :k]  # primary: score desc; secondary: row asc
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+def positive_scores(shard: ShardEmbeddings, queries: np.ndarray, positive_rows: list[np.ndarray]) -> np.ndarray:
+    """(Q,) best inner product of each query with its positives that lie in this shard (-inf if none)."""
+    best = np.full(len(queries), -np.inf, dtype=np.float64)
+    wanted = np.unique(np.concatenate(positive_rows)) if positive_rows else np.empty(0, np.int64)
+    found: dict[int, np.ndarray] = {}
+    for rows, emb in shard.blocks():
+        hit = np.isin(rows, wanted)
+        found.update(zip(rows[hit].tolist(), emb[hit]))
+    for i, pos in enumerate(positive_rows):
+        local = [found[int(r)] for r in pos if int(r) in found]
+        if local:
+            best[i] = float(np.max(np.stack(local) @ queries[i]))
+    return best
 
 
 def filter_false_negatives(
@@ -215,55 +192,39 @@ class Miner:
         cfg, corpus = self.config, train_set.corpus
         if self.cache is not None:
             self.cache.persist = persist
-        rank, size = world()
-        timing = {"encode_s": 0.0, "query_s": 0.0, "index_s": 0.0, "search_s": 0.0, "passages": 0,
-                  "cache_hit": False}
-        rows = corpus.active_rows
-        mine = shard_rows(rows, rank, size)
+        stats = EncodeStats()
         with passage_length(encoder, cfg.passage_max_length):
             start = time.perf_counter()
-            if size == 1:  # same path (and cache key) as the evaluator: an unchanged model is not re-encoded
-                retriever = DenseRetriever(encoder, cfg.index, self.cache)
-                emb = retriever.corpus_embeddings(corpus)
-                timing["cache_hit"] = retriever.stats.cache_hits > 0
-                timing["passages"] = retriever.stats.passages
-            else:
-                emb = encoder.encode_passages(corpus.texts(mine), desc=f"mine {corpus.source} [{rank}/{size}]")
-                timing["passages"] = len(mine)
-            timing["encode_s"] = time.perf_counter() - start
-        # queries: each process encodes a shard, then all processes get all of them
+            shard = encode_corpus(encoder, corpus, self.cache, stats)
+            timing = {"encode_s": time.perf_counter() - start, "passages": stats.passages,
+                      "cache_hit": stats.cache_hits > 0}
         start = time.perf_counter()
-        q_shard = shard_rows(np.arange(len(qids)), rank, size)
-        q_local = encoder.encode_queries([train_set.queries[qids[i]] for i in q_shard], desc="mine queries")
-        q = np.concatenate(all_gather_object(q_local), axis=0) if size > 1 else q_local
+        q = encode_texts(encoder, "query", [train_set.queries[x] for x in qids], "mine queries")
         timing["query_s"] = time.perf_counter() - start
-
-        scores, global_rows, timing["index_s"], search_s = search_shard(emb, mine, q, cfg.depth, cfg.index)
         start = time.perf_counter()
-        # best positive score per query among the positives in this shard (for the false-negative filter)
-        pos_best = np.full(len(qids), -np.inf, dtype=np.float64)
+        scores, rows = search(shard, q, cfg.depth, cfg.index)
+        timing["index_s"], timing["search_s"] = 0.0, time.perf_counter() - start  # index build is in search_s
+        # best positive score per query (for the false-negative filter): each process scores the positives
+        # in its shard, then the maximum over processes
+        pos_best = np.full(len(qids), -np.inf)
         if cfg.fn_fraction is not None or cfg.fn_margin is not None:
-            where = {int(r): i for i, r in enumerate(mine)}
-            temp = encoder.config.temperature
-            for i, qid in enumerate(qids):
-                pos = train_set.positives(qid)
-                local_pos = [where[int(r)] for r in corpus.rows_of(pos) if int(r) in where] if pos else []
-                if local_pos:
-                    pos_best[i] = float(np.max(emb[local_pos] @ q[i])) / temp
-        if size > 1:
-            parts = all_gather_object((scores, global_rows))
-            scores, global_rows = merge_topk(parts, cfg.depth)
-            pos_best = np.max(np.stack(all_gather_object(pos_best)), axis=0)
-        timing["search_s"] = search_s + time.perf_counter() - start
+            start = time.perf_counter()
+            pos_rows = [corpus.rows_of(train_set.positives(q)) if train_set.positives(q) else np.empty(0, np.int64)
+                        for q in qids]
+            pos_best = positive_scores(shard, q, pos_rows)
+            if world()[1] > 1:
+                pos_best = np.max(np.stack(all_gather_object(pos_best)), axis=0)
+            timing["search_s"] += time.perf_counter() - start
         # faiss scores are raw inner products; the model's scores divide by the temperature
-        scores = scores / encoder.config.temperature
+        temp = encoder.config.temperature
+        scores, pos_best = scores / temp, pos_best / temp
         docids = corpus.ids
         run: Run = {}
         for i, qid in enumerate(qids):
-            keep = global_rows[i] >= 0
-            run[qid] = dict(zip(docids[global_rows[i][keep]].tolist(), scores[i][keep].astype(float).tolist()))
-        positive_scores = {qid: float(pos_best[i]) for i, qid in enumerate(qids)}
-        return run, positive_scores, timing
+            keep = rows[i] >= 0
+            run[qid] = dict(zip(docids[rows[i][keep]].tolist(), scores[i][keep].astype(float).tolist()))
+        positive = {qid: float(pos_best[i]) for i, qid in enumerate(qids)}
+        return run, positive, timing
 
     def refresh(self, encoder: DualEncoder, train_set: RetrievalSet, qids: Sequence[str], step: int,
                 version: int, persist: bool = False) -> tuple[dict[str, list[str]], RefreshStats]:

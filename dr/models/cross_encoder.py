@@ -17,6 +17,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from dr.dist import local_device
+from dr.models.precision import autocast, resolve_precision
 from dr.models.resolve import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -31,9 +33,11 @@ class CrossEncoderConfig:
     batch_size: int = 32
     trust_remote_code: bool = False
     show_progress: bool = True
-    device: str = "auto"
+    device: str = "auto"  # auto: this process's GPU when torch sees one, else cpu
+    precision: str = "auto"  # scoring: auto | fp32 | bf16 | fp16 (dr.models.precision)
 
     def __post_init__(self) -> None:
+        resolve_precision(self.precision, "cpu", purpose="check")  # a bad value fails before loading
         if self.max_length < 8:
             raise ValueError(f"ranker.max_length must be >= 8, got {self.max_length}")
         if self.batch_size <= 0:
@@ -51,8 +55,7 @@ class CrossEncoder(nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(path, **kw)
         self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
                                                                         **kw)
-        device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        self.to(device)
+        self.to(config.device if config.device != "auto" else local_device())
         logger.info("cross-encoder %s, max length %d", config.name_or_path, config.max_length)
 
     @property
@@ -81,7 +84,9 @@ class CrossEncoder(nn.Module):
         lengths = [len(q) + len(p) for q, p in zip(queries, passages)]  # characters: a cheap length proxy
         order = np.argsort(-np.asarray(lengths), kind="stable")
         bs = self.config.batch_size
-        with tqdm(total=len(order), desc=f"score {desc}", unit="pair", disable=not self.config.show_progress) as bar:
+        precision = resolve_precision(self.config.precision, self.device.type, purpose="scoring")
+        with tqdm(total=len(order), desc=f"score {desc}", unit="pair", disable=not self.config.show_progress) as bar, \
+                autocast(precision, self.device.type):
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
                 batch = self.tokenize([queries[i] for i in idx], [passages[i] for i in idx])

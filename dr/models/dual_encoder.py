@@ -3,6 +3,10 @@
 Embeddings are pooled token states (CLS or mean); with `score: cosine` they are L2-normalized so that
 inner product (what the FAISS index computes) is cosine similarity. Scores are divided by `temperature`
 in training; the index ranks by the raw inner product, which orders passages the same way.
+
+Encoding (`encode_queries`, `encode_passages`, `encode_batches`) runs under inference mode in the
+precision of `precision` (`auto`: bf16 where the hardware has native bf16 matmul, see
+`dr.models.precision`), in length-sorted batches (`dr.encoding.plan`), and returns float32.
 """
 from __future__ import annotations
 
@@ -19,7 +23,12 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
+from dr.dist import local_device
+from dr.encoding.cache import cache_key, weights_fingerprint
+from dr.encoding.plan import length_sorted_batches
+from dr.models.packed import packed_hidden_states, supports_packing
 from dr.models.pooling import PoolingMode, pool
+from dr.models.precision import Precision, autocast, resolve_precision
 from dr.models.resolve import resolve_model_path, sentence_transformers_layout
 
 logger = logging.getLogger(__name__)
@@ -42,7 +51,12 @@ class EncoderConfig:
     batch_size: int = 64
     trust_remote_code: bool = False
     show_progress: bool = True
-    device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu (training moves it via Accelerate)
+    device: str = "auto"  # auto: this process's GPU when torch sees one, else cpu (training: Accelerate's)
+    precision: str = "auto"  # encoding: auto | fp32 | bf16 | fp16 (auto: bf16 on native-bf16 hardware)
+    padding_free: bool = True  # BERT-family towers skip padded tokens outside attention (dr.models.packed)
+
+    def __post_init__(self) -> None:
+        resolve_precision(self.precision, "cpu", purpose="check")  # a bad value fails before loading
 
 
 class DualEncoder(nn.Module):
@@ -71,8 +85,7 @@ class DualEncoder(nn.Module):
         self.passage_model = self.query_model if config.shared else AutoModel.from_pretrained(towers["passage"], **kw)
         for tower in (self.query_model, self.passage_model):
             _freeze_unused_pooler(tower)
-        device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        self.to(device)
+        self.to(config.device if config.device != "auto" else local_device())
         logger.info(
             "dual encoder %s: %s towers, %s pooling, %s score", config.name_or_path,
             "shared" if config.shared else "separate", self.pooling, self.score_kind,
@@ -85,6 +98,24 @@ class DualEncoder(nn.Module):
     @property
     def dim(self) -> int:
         return int(self.query_model.config.hidden_size)
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+    @property
+    def precision(self) -> Precision:
+        return resolve_precision(self.config.precision, self.device.type)
+
+    def identity(self, tower: str) -> str:
+        """What a tower's embeddings depend on (weights, pooling, score, length, precision, packing), as a
+        cache key;
+        `tokenizer`: what its token lengths depend on."""
+        if tower == "tokenizer":
+            return cache_key(self.config.name_or_path, type(self.tokenizer).__name__, str(len(self.tokenizer)),
+                             str(self.config.passage_max_length))
+        return cache_key(weights_fingerprint(self.tower(tower)), self.pooling, self.score_kind,  # type: ignore[arg-type]
+                         str(self.max_length(tower)), self.precision.name, f"packed={self.config.padding_free}")
 
     def tower(self, tower: Tower) -> nn.Module:
         return self.query_model if tower == "query" else self.passage_model
@@ -100,8 +131,15 @@ class DualEncoder(nn.Module):
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def embed(self, tower: Tower, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, L) token tensors -> (B, H) embeddings, normalized when the score is cosine."""
-        hidden = self.tower(tower)(**batch).last_hidden_state  # (B, L, H)
+        """(B, L) token tensors -> (B, H) embeddings, normalized when the score is cosine. With
+        `padding_free` and a padded batch, a BERT-family tower runs its token-wise layers on the real
+        tokens only (same values up to float rounding, fewer FLOPs)."""
+        model = self.tower(tower)
+        if self.config.padding_free and not bool(batch["attention_mask"].all()) and supports_packing(model):
+            hidden = packed_hidden_states(model, batch["input_ids"], batch["attention_mask"],
+                                          batch.get("token_type_ids"))  # (B, L, H), zeros at padding
+        else:
+            hidden = model(**batch).last_hidden_state  # (B, L, H)
         emb = pool(hidden, batch["attention_mask"], self.pooling)
         return F.normalize(emb, p=2, dim=-1) if self.score_kind == "cosine" else emb
 
@@ -115,21 +153,34 @@ class DualEncoder(nn.Module):
     def encode_passages(self, texts: Sequence[str], desc: str = "passages") -> np.ndarray:
         return self._encode("passage", texts, desc)
 
-    @torch.inference_mode()
+    def token_lengths(self, tower: Tower, texts: Sequence[str]) -> np.ndarray:
+        """(N,) token counts of `texts` after truncation to the tower's max length."""
+        if not len(texts):
+            return np.empty(0, np.int64)
+        lengths = self.tokenizer(list(texts), truncation=True, max_length=self.max_length(tower),
+                                 return_length=True, return_attention_mask=False)["length"]
+        return np.asarray(lengths, np.int64)
+
     def _encode(self, tower: Tower, texts: Sequence[str], desc: str) -> np.ndarray:
         """Encode in batches of similar length (longest first) so padding is minimal; (N, H) float32."""
+        batches = length_sorted_batches(self.token_lengths(tower, texts), self.config.batch_size)
+        return self.encode_batches(tower, texts, batches, desc)
+
+    @torch.inference_mode()
+    def encode_batches(self, tower: Tower, texts: Sequence[str], batches: Sequence[np.ndarray],
+                       desc: str = "texts") -> np.ndarray:
+        """(N, H) float32 embeddings of `texts`, encoded one batch (positions into `texts`) at a time;
+        rows of texts in no batch are left undefined."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if not texts:
+        if not len(texts):
             return out
         was_training = self.training
         self.eval()
-        max_len = self.max_length(tower)
-        lengths = self.tokenizer(list(texts), truncation=True, max_length=max_len, return_length=True)["length"]
-        order = np.argsort(-np.asarray(lengths), kind="stable")
-        bs = self.config.batch_size
-        with tqdm(total=len(texts), desc=f"encode {desc}", unit="text", disable=not self.config.show_progress) as bar:
-            for start in range(0, len(texts), bs):
-                idx = order[start : start + bs]
+        precision, device_type = self.precision, self.device.type
+        total = sum(len(b) for b in batches)
+        with tqdm(total=total, desc=f"encode {desc}", unit="text", disable=not self.config.show_progress) as bar, \
+                autocast(precision, device_type):
+            for idx in batches:
                 batch = self.tokenize(tower, [texts[i] for i in idx])
                 out[idx] = self.embed(tower, batch).float().cpu().numpy()
                 bar.update(len(idx))

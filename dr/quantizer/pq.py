@@ -19,12 +19,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 from torch import nn
 
 from dr.index import IndexConfig
+from dr.index._faiss import faiss
 from dr.index.faiss_index import DenseIndex, gpu_count, place_index
 
 logger = logging.getLogger(__name__)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 
 from dr.data.sources import RetrievalSet
-from dr.eval.cache import EmbeddingCache
+from dr.encoding.cache import EmbeddingCache
 from dr.eval.runs import Run, run_from_search
 from dr.index import IndexConfig
+from dr.index._faiss import faiss
 from dr.index.faiss_index import place_index
 from dr.models.dual_encoder import DualEncoder
 from dr.quantizer.pq import ProductQuantizer, load_pq_index
@@ -53,7 +53,7 @@ class PQRetriever:
         corpus = eval_set.corpus
         if corpus.fingerprint == fingerprint:
             return index, np.asarray(docids, dtype=object)
-        emb = DenseRetriever(self.encoder, cache=self.cache).corpus_embeddings(corpus)
+        emb = DenseRetriever(self.encoder, cache=self.cache).corpus_matrix(corpus)
         coded = faiss.clone_index(index)
         coded.reset()
         coded.add(np.ascontiguousarray(emb, dtype=np.float32))

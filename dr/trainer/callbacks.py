@@ -6,14 +6,16 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from safetensors.torch import load_model, save_model
 
 from dr.data.sources import RetrievalSet
+from dr.dist import broadcast_object
 from dr.eval.evaluator import Evaluator, format_table, write_json
+from dr.index import IndexConfig
 from dr.mining.miner import Miner
 from dr.models.dual_encoder import DualEncoder
 from dr.models.cross_encoder import CrossEncoder
@@ -82,20 +84,23 @@ class EvalCallback:
     zero_shot: bool = False
     select_metric: str = "nDCG@10"
     final: dict = field(default_factory=dict)
+    export_index: IndexConfig | None = None  # with `export_corpus`: also export this faiss index of its corpus
+    export_corpus: RetrievalSet | None = None
     started: float | None = None  # perf_counter at train begin (set then when None): metrics.jsonl's elapsed_s
 
     def _evaluate(self, trainer, sets: Sequence[RetrievalSet], tag: str,
                   per_query_dir: Path | None = None) -> dict[str, dict[str, float]]:
+        """Every process takes part (a dense retriever encodes and searches one shard each); the first
+        scores the runs, logs and returns the metrics, the others return {}."""
         trainer.accelerator.wait_for_everyone()
-        metrics: dict[str, dict[str, float]] = {}
+        start = time.perf_counter()
+        self.retriever.encoder = trainer.objective.encoder
+        if getattr(self.retriever, "cache", None) is not None:
+            # to disk: the untrained model's embeddings and the final (exported) model's, which
+            # dr.evaluate and runs that start from the export (ADORE, JPQ, AR2) reuse
+            self.retriever.cache.persist = trainer.state.step == 0 or tag == "test"
+        metrics = self.evaluator.evaluate(self.retriever, sets, per_query_dir=per_query_dir)
         if trainer.accelerator.is_main_process:
-            start = time.perf_counter()
-            self.retriever.encoder = trainer.objective.encoder
-            if getattr(self.retriever, "cache", None) is not None:
-                # to disk: the untrained model's embeddings and the final (exported) model's, which
-                # dr.evaluate and runs that start from the export (ADORE, JPQ, AR2) reuse
-                self.retriever.cache.persist = trainer.state.step == 0 or tag == "test"
-            metrics = self.evaluator.evaluate(self.retriever, sets, per_query_dir=per_query_dir)
             record = {"step": trainer.state.step, "tag": tag, "metrics": metrics,
                       "eval_s": time.perf_counter() - start}
             trainer.state.history.append(record)
@@ -148,12 +153,18 @@ class EvalCallback:
             if trainer.accelerator.is_main_process:  # the last dev evaluation's, if it was not the best
                 shutil.rmtree(self.out_dir / "perquery" / ".latest", ignore_errors=True)
             best = self.out_dir / "best.safetensors"
-            if trainer.accelerator.is_main_process and trainer.state.best_step != trainer.state.step and best.exists():
-                logger.info("dev %s was best at step %s (%.4f); testing and exporting that model",
-                            self.select_metric, trainer.state.best_step, trainer.state.best_metric)
+            # the first process selected; every process tests (one shard each) the model it selected
+            reload = broadcast_object(trainer.state.best_step != trainer.state.step and best.exists())
+            if reload:
+                if trainer.accelerator.is_main_process:
+                    logger.info("dev %s was best at step %s (%.4f); testing and exporting that model",
+                                self.select_metric, trainer.state.best_step, trainer.state.best_metric)
                 load_model(trainer.objective, str(best))
         metrics = (self._evaluate(trainer, list(self.test_sets), "test", self.out_dir / "perquery")
                    if self.test_sets else {})
+        extras = [getattr(trainer.objective, "export_files", None)]  # an objective's files (JPQ: its index)
+        if self.export_corpus is not None:  # every process: the corpus is encoded in shards
+            extras.append(self.retriever.index_writer(self.export_corpus.corpus, self.export_index or IndexConfig()))
         if trainer.accelerator.is_main_process:
             dev = [r for r in trainer.state.history if r["tag"] == "dev" and r["step"] == trainer.state.best_step]
             final = {**(dev[-1]["metrics"] if dev else {}), **metrics}
@@ -161,10 +172,18 @@ class EvalCallback:
             model = trainer.objective.encoder
             if isinstance(model, CrossEncoder):
                 export_ranker(model, self.out_dir / "export")
-            else:  # an objective may add files to the export (JPQ: its index)
-                export_encoder(model, self.out_dir / "export", getattr(trainer.objective, "export_files", None))
+            else:
+                export_encoder(model, self.out_dir / "export", _all_of(extras))
             self.final = final
             print(format_table(final))
+
+
+def _all_of(writers: list) -> Callable[[Path], None] | None:
+    """One writer that runs every given (non-None) writer on the export directory."""
+    writers = [w for w in writers if w is not None]
+    if not writers:
+        return None
+    return lambda directory: [w(directory) for w in writers] and None
 
 
 @dataclass

@@ -16,7 +16,7 @@ class TrainerConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"  # auto: bf16 on native-bf16 hardware (dr.models.precision), else fp32
     gradient_checkpointing: bool = False
     grad_cache_chunk: int = 0
     cross_device: bool = True
@@ -46,8 +46,9 @@ class TrainerConfig:
             raise ValueError(f"trainer.lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"trainer.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"trainer.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.mixed_precision not in ("auto", "no", "fp32", "bf16", "fp16"):
+            raise ValueError(f"trainer.mixed_precision must be auto, no (fp32), bf16 or fp16, got "
+                             f"{self.mixed_precision!r}")
         if self.keep_checkpoints < 1:
             raise ValueError(f"trainer.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.dev_corpus_size is not None and self.dev_corpus_size <= 0:

@@ -69,8 +69,8 @@ def test_every_group_option_composes(path):
         return
     node = OmegaConf.select(cfg, group.replace("/", "."))
     assert node is not None
-    if group == "model":
-        OmegaConf.update(cfg, "model.name_or_path", "x", force_add=True)
+    if group == "model" and OmegaConf.is_missing(node, "name_or_path"):  # model=hf: a path is required
+        OmegaConf.update(cfg, "model.name_or_path", "x")
     OmegaConf.resolve(cfg)
     _check_targets(node, f"{group}={option}")
 

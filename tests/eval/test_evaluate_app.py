@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dr.data.sources import beir_set
-from dr.eval.cache import EmbeddingCache
+from dr.encoding.cache import EmbeddingCache
 from dr.eval.evaluator import Evaluator
 from dr.eval.measures import score_run
 from dr.models.dual_encoder import DualEncoder, EncoderConfig
@@ -89,29 +89,40 @@ def test_dense_retriever_equals_brute_force_and_cache_detects_changes(tiny_model
     assert retriever.stats.passages == 24  # weights changed: encoded again
 
 
-def test_embeddings_kept_in_memory_reach_disk_once_worth_persisting(tmp_path):
-    import numpy as np
+def test_embeddings_kept_in_memory_reach_disk_once_worth_persisting(tiny_model, tiny_data_dir, tmp_path):
+    from dr.encoding.sharded import EncodeStats, encode_corpus
 
-    from dr.eval.cache import EmbeddingCache
-
-    cache = EmbeddingCache(tmp_path / "emb", persist=False)
-    cache.put("k", np.ones((3, 2), np.float32))  # a model in training: memory only
-    assert not cache.path("k").exists()
+    corpus = beir_set("t", str(tiny_data_dir / "scifact"), "test").corpus
+    enc = DualEncoder(EncoderConfig(str(tiny_model), batch_size=4, show_progress=False))
+    cache, stats = EmbeddingCache(tmp_path / "emb", persist=False), EncodeStats()
+    first = encode_corpus(enc, corpus, cache, stats)  # a model in training: memory only
+    assert stats.passages == 12 and not list((tmp_path / "emb").rglob("manifest.json"))
     cache.persist = True  # the final (exported) model: its embeddings are reused by later runs
-    assert cache.get("k") is not None and cache.path("k").exists()
-    np.testing.assert_array_equal(EmbeddingCache(tmp_path / "emb").get("k"), np.ones((3, 2), np.float32))
+    assert encode_corpus(enc, corpus, cache, stats) is first and stats.passages == 12
+    assert len(list((tmp_path / "emb").rglob("manifest.json"))) == 1
+    again = encode_corpus(enc, corpus, EmbeddingCache(tmp_path / "emb"), stats)  # another process
+    assert stats.passages == 12 and stats.cache_hits == 2
+    np.testing.assert_array_equal(again.matrix(corpus.active_rows), first.matrix(corpus.active_rows))
 
 
 def test_reused_counts_only_encodings_an_earlier_process_wrote(tmp_path):
-    from dr.eval import cache as cache_mod
+    from dr.encoding import cache as cache_mod
+
+    def write(cache, meta):
+        w = cache.create_part(meta, 0, 1, 2)
+        w.rows[:], w.emb[:] = [0, 1], 1.0
+        w.commit()
+        cache.write_manifest(meta, [2])
 
     before = cache_mod.reused_from_earlier_runs()
     mine = cache_mod.EmbeddingCache(tmp_path / "emb", memory_entries=0)
-    mine.put("own", np.ones((2, 2), np.float32))
-    assert mine.get("own") is not None  # read back from disk, but this process wrote it
+    own, earlier = cache_mod.EntryMeta("own", "c", 2, 2), cache_mod.EntryMeta("earlier", "c", 2, 2)
+    write(mine, own)
+    assert mine.open(own) is not None  # read back from disk, but this process wrote it
     assert cache_mod.reused_from_earlier_runs() == before
-    np.save(tmp_path / "emb" / "earlier.npy", np.zeros((2, 2), np.float32))  # as another process leaves it
-    assert mine.get("earlier") is not None and mine.get("earlier") is not None
+    write(mine, earlier)
+    cache_mod._WRITTEN_HERE.discard(str(mine.entry(earlier)))  # as another process leaves it
+    assert mine.open(earlier) is not None and mine.open(earlier) is not None
     other = cache_mod.EmbeddingCache(tmp_path / "emb")
-    assert other.get("earlier") is not None  # another instance, same file: still one encoding saved
+    assert other.open(earlier) is not None  # another instance, same entry: still one encoding saved
     assert cache_mod.reused_from_earlier_runs() == before + 1

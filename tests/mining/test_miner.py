@@ -13,13 +13,14 @@ import torch.multiprocessing as mp
 
 from dr.data.sources import beir_set
 from dr.index import IndexConfig
-from dr.mining.miner import Miner, MinerConfig, filter_false_negatives, merge_topk
+from dr.index import merge_topk
+from dr.mining.miner import Miner, MinerConfig, filter_false_negatives
 from dr.models.dual_encoder import DualEncoder, EncoderConfig
 
 
 def encoder(model_dir) -> DualEncoder:
     enc = DualEncoder(EncoderConfig(str(model_dir), pooling="mean", score="dot", temperature=0.5,
-                                    passage_max_length=32, show_progress=False))
+                                    passage_max_length=32, batch_size=4, show_progress=False))
     # a random BERT's tiny word embeddings make texts of equal length tie; scaled up, words decide
     with torch.no_grad():
         enc.query_model.embeddings.word_embeddings.weight.mul_(50)
@@ -139,20 +140,22 @@ def test_two_process_sharded_refresh_equals_one_process(tiny_model_dir, train_da
     assert max(p["passages"] for p in parts) < len(ts.corpus)
 
 
-def test_search_shard_brute_force_knn_equals_index_search():
-    from dr.mining.miner import search_shard
+def test_blockwise_exact_search_and_index_over_blocks_equal_brute_force():
+    from dr.index import search_blocks
 
     rng = np.random.default_rng(0)
     emb, q = rng.standard_normal((500, 16), dtype=np.float32), rng.standard_normal((7, 16), dtype=np.float32)
-    rows = np.arange(1000, 1500)  # a shard: corpus rows 1000..1499
-    s_knn, r_knn, _, _ = search_shard(emb, rows, q, 10, IndexConfig(factory="Flat", device="cpu"))
-    s_hnsw, r_hnsw, _, _ = search_shard(emb, rows, q, 10, IndexConfig(factory="HNSW32", device="cpu", ef_search=512))
+    rows = np.arange(1000, 1500)  # a shard: corpus rows 1000..1499, in blocks of 128
+    blocks = lambda: ((rows[i : i + 128], emb[i : i + 128]) for i in range(0, 500, 128))  # noqa: E731
+    s_knn, r_knn = search_blocks(q, blocks, 500, 10, IndexConfig(factory="Flat", device="cpu"))
+    s_hnsw, r_hnsw = search_blocks(q, blocks, 500, 10, IndexConfig(factory="HNSW32", device="cpu", ef_search=512))
     exact = q @ emb.T
     top = np.argsort(-exact, axis=1)[:, :10]
     assert (r_knn == rows[top]).all()
     np.testing.assert_allclose(s_knn, np.take_along_axis(exact, top, 1), rtol=1e-5, atol=1e-5)
     assert (r_hnsw == r_knn).mean() > 0.95  # approximate index, same interface
-    assert search_shard(emb[:3], rows[:3], q, 10, IndexConfig(device="cpu"))[1].shape == (7, 3)
+    s3, r3 = search_blocks(q, lambda: [(rows[:3], emb[:3])], 3, 10, IndexConfig(device="cpu"))
+    assert r3.shape == (7, 10) and (r3[:, 3:] == -1).all() and (r3[:, :3] >= 1000).all()
 
 
 def test_miner_index_must_be_inner_product():

@@ -36,8 +36,8 @@ def losses(run_dir: Path) -> list[float]:
 
 def test_two_step_smoke_run_with_bm25_negatives(tiny_model, train_data_dir, tmp_path):
     run = tmp_path / "run"
-    proc = train(["+experiment=bm25_negatives", "trainer.max_steps=2", *base_args(tiny_model, run)],
-                 train_data_dir, tmp_path / "cache")
+    proc = train(["+experiment=bm25_negatives", "trainer.max_steps=2", "export.index=true",
+                  "export.corpus=scifact-test", *base_args(tiny_model, run)], train_data_dir, tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert len(losses(run)) == 2 and all(np.isfinite(losses(run)))
     metrics = json.loads((run / "metrics.json").read_text())
@@ -62,6 +62,17 @@ def test_two_step_smoke_run_with_bm25_negatives(tiny_model, train_data_dir, tmp_
     run_st = {qid: {str(test.corpus.ids[j]): float(s[i, j]) for j in range(len(docs))} for i, qid in enumerate(qids)}
     ndcg = score_run(run_st, test.qrels, ["nDCG@10"])["nDCG@10"]
     assert ndcg == pytest.approx(metrics["scifact-test"]["nDCG@10"], abs=1e-4)
+    # export.index=true: plain faiss loads the passage index beside the encoder and ranks as the model does
+    import faiss
+
+    index = faiss.read_index(str(run / "export" / "index.faiss"))
+    ids = (run / "export" / "index.docids").read_text().split()
+    assert index.ntotal == len(ids) == len(docs)
+    assert json.loads((run / "export" / "index.json").read_text())["factory"] == "Flat"
+    _, found = index.search(np.ascontiguousarray(q, dtype=np.float32), 3)
+    for i, qid in enumerate(qids):
+        want = sorted(run_st[qid], key=run_st[qid].get, reverse=True)[:3]
+        assert [ids[j] for j in found[i]] == want
 
 
 def test_resume_matches_uninterrupted_run(tiny_model, train_data_dir, tmp_path):
@@ -98,7 +109,7 @@ def test_resume_true_continues_in_the_same_run_dir(tiny_model, train_data_dir, t
     ("override", "message"),
     [
         ("trainer.batch_size=0", "trainer.batch_size must be > 0, got 0"),
-        ("trainer.mixed_precision=fp8", "trainer.mixed_precision must be no, bf16 or fp16"),
+        ("trainer.mixed_precision=fp8", "trainer.mixed_precision must be auto, no (fp32), bf16 or fp16"),
         ("loss.name=softmax", "loss.name must be cross_entropy, hinge or ranknet"),
         ("model.temperature=0", "model.temperature must be > 0"),
         ("trainer.batch_size=64", "global batch 64 is larger than the 32 training queries"),
