@@ -12,6 +12,7 @@ give the same embeddings, and the same run, as one.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from dr.dist import all_gather_object, barrier, world
-from dr.encoding.cache import EmbeddingCache, EntryMeta, Segment, ShardEmbeddings, _release
+from dr.encoding.cache import EmbeddingCache, EntryMeta, Segment, ShardEmbeddings, _release, cache_key
 from dr.encoding.plan import group_batches, length_sorted_batches, rank_batches
 from dr.index import IndexConfig, exact_search, merge_topk, recall_at_k, search_blocks
 
@@ -56,18 +57,30 @@ class EncodeStats:
 _LENGTHS: dict[tuple, np.ndarray] = {}
 
 
-def corpus_lengths(encoder: Encoder, corpus) -> np.ndarray:
+def corpus_lengths(encoder: Encoder, corpus, cache: EmbeddingCache | None = None) -> np.ndarray:
     """Token length of every active passage (in `corpus.active_rows` order); each process tokenizes a
-    contiguous 1/W and the lengths are gathered. Kept for the process's life (every refresh reuses them)."""
+    contiguous 1/W and the lengths are gathered. Kept for the process's life (every refresh reuses them)
+    and, with a cache, on disk beside the embeddings (`lengths/<key>.npy`) for later runs."""
     key = (encoder.identity("tokenizer"), corpus.fingerprint, len(corpus))
-    if key not in _LENGTHS:
+    if key in _LENGTHS:
+        return _LENGTHS[key]
+    path = cache.directory.parent / "lengths" / f"{cache_key(*map(str, key))}.npy" if cache is not None else None
+    if path is not None and path.exists():
+        lengths = np.load(path, allow_pickle=False)
+    else:
         rank, size = world()
         rows = np.array_split(corpus.active_rows, size)[rank]
         mine = np.concatenate([encoder.token_lengths("passage", corpus.texts(rows[i : i + 100_000]))
                                for i in range(0, len(rows), 100_000)] or [np.empty(0, np.int64)])
-        _LENGTHS.clear()  # one corpus at a time: a miner's corpus, or the evaluation's current one
-        _LENGTHS[key] = np.concatenate(all_gather_object(mine)) if size > 1 else mine
-    return _LENGTHS[key]
+        lengths = np.concatenate(all_gather_object(mine)).astype(np.int32)
+        if path is not None and rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+            np.save(tmp, lengths, allow_pickle=False)
+            os.replace(tmp, path)
+    _LENGTHS.clear()  # one corpus at a time: a miner's corpus, or the evaluation's current one
+    _LENGTHS[key] = lengths
+    return lengths
 
 
 def encode_corpus(encoder: Encoder, corpus, cache: EmbeddingCache | None = None, stats: EncodeStats | None = None,
@@ -84,7 +97,8 @@ def encode_corpus(encoder: Encoder, corpus, cache: EmbeddingCache | None = None,
             stats.cache_hits += 1
             return shard
     start = time.perf_counter()
-    batches = rank_batches(length_sorted_batches(corpus_lengths(encoder, corpus), encoder.batch_size), rank, size)
+    batches = rank_batches(length_sorted_batches(corpus_lengths(encoder, corpus, cache), encoder.batch_size),
+                           rank, size)
     n = sum(len(b) for b in batches)
     writer = cache.create_part(meta, rank, size, n) if cache is not None and cache.persist else None
     rows_out = writer.rows if writer else np.empty(n, np.int64)
