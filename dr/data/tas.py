@@ -21,6 +21,7 @@ import numpy as np
 from dr.data.groups import Group
 from dr.data.sources import RetrievalSet
 from dr.data.teacher import TeacherScores
+from dr.data.teacher_table import TablePairs
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class TasSchedule:
         # A query's pairs are rebuilt from the teacher when needed, and only the most recent are kept:
         # holding every query's pairs as Python objects would take several GB for MS MARCO's 40M pairs.
         self._pairs: OrderedDict[str, QueryPairs] = OrderedDict()
-        self.qids = [q for q in qids if self.pairs(q) is not None]
+        self.qids = [q for q in qids if self._has_pairs(q)]
         _check_passages(teacher, self.qids, train_set)
         if len(self.qids) < len(qids):
             logger.warning("%d of %d training queries have no teacher-scored (positive, negative) pair in %s; "
@@ -148,6 +149,11 @@ class TasSchedule:
         self.topic_aware = clusters is not None
         logger.info("TAS schedule: %d queries, %d clusters, %s pairs", len(self.qids), len(self.clusters),
                     config.pair_sampling)
+
+    def _has_pairs(self, qid: str) -> bool:
+        if isinstance(self.teacher.pairs, TablePairs) and qid in self.teacher.pairs:
+            return True  # a prepared table scores both passages of every pair it lists: no need to build them
+        return self.pairs(qid) is not None
 
     def pairs(self, qid: str) -> QueryPairs | None:
         """The query's pairs (None when it has none), from a bounded cache."""

@@ -76,10 +76,9 @@ class TeacherTable:
         """Sorted distinct passages scored for any of `qids`."""
         codes, found = find_ids(self.qids, encode_ids(qids))
         codes = codes[found]
-        starts, ends = self.q_start[codes], self.q_start[codes + 1]
-        if not len(codes):
-            return []
-        return _decode(self.pids[np.unique(self.row_pid[ranges(starts, ends)])])
+        used = np.zeros(len(self.pids), dtype=bool)  # a mask, not a sort of tens of millions of rows
+        used[self.row_pid[ranges(self.q_start[codes], self.q_start[codes + 1])]] = True
+        return _decode(self.pids[np.flatnonzero(used)])
 
 
 def ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -133,6 +132,10 @@ class TablePairs(Mapping):
 
     def __len__(self) -> int:
         return int(np.count_nonzero(np.diff(self.table.pair_start)))
+
+    def __contains__(self, qid: object) -> bool:
+        code = find_id(self.table.qids, qid) if isinstance(qid, str) else -1
+        return code >= 0 and self.table.pair_start[code + 1] > self.table.pair_start[code]
 
 
 # ---- building the arrays -------------------------------------------------------------------------------

@@ -168,3 +168,26 @@ def test_sparse_and_negative_integer_ids(tmp_path):
     scores, pairs = _read_exact(path, ReadPolicy(), "tasb", False)
     teacher = read_teacher_scores(path)
     assert teacher.scores == scores and dict(teacher.pairs) == pairs
+
+
+class _AnyCorpus:
+    def __contains__(self, docid: str) -> bool:
+        return True
+
+
+def test_tas_schedule_draws_the_same_batches_from_the_table_as_from_dicts(tmp_path):
+    from dr.data.sources import RetrievalSet
+    from dr.data.tas import TasConfig, TasSchedule
+    from dr.data.teacher import TeacherScores
+
+    path = _random_file(tmp_path / "t.tsv", "tasb", lines=1500, queries=40)
+    scores, pairs = _read_exact(path, ReadPolicy(), "tasb", False)
+    qrels = {q: {p: 1 for p, _ in listed} for q, listed in pairs.items()}
+    train_set = RetrievalSet("toy", _AnyCorpus(), {q: f"query {q}" for q in qrels}, qrels)
+    qids = sorted(qrels)
+    schedules = [TasSchedule(train_set, qids, teacher, None, TasConfig(clusters=0), 2, 8, seed=5)
+                 for teacher in (read_teacher_scores(path), TeacherScores(scores, pairs, str(path)))]
+    assert schedules[0].qids == schedules[1].qids
+    for step in range(20):
+        a, b = (s.batch(step) for s in schedules)
+        assert [(g.qid, g.passage_ids, g.teacher) for g in a] == [(g.qid, g.passage_ids, g.teacher) for g in b]
