@@ -136,43 +136,47 @@ def prepare_negatives(path: str | Path, policy: ReadPolicy, cache_dir: str | Pat
 
 
 def checked_items(table: IdLists, train_set: RetrievalSet, qids: list[str], policy: ReadPolicy,
-                  path: str | Path) -> np.ndarray | None:
+                  path: str | Path, chunk: int = 50_000) -> np.ndarray | None:
     """Which of the table's items may be used: passages in the corpus and not positives of their query.
 
-    One vectorized pass over the listed items of `qids`; a bad item is reported at its query's line in
-    `qids` order, then file order (strict: the first raises). None when every item is good.
+    Vectorized over `chunk` queries at a time (bounded memory at MS MARCO size); a bad item is reported at
+    its query's line in `qids` order, then file order (strict: the first raises). None when all are good.
     """
-    items, which = table.items_of(qids)  # (N,) positions in table.items, (N,) index into qids
-    if not len(items):
-        return None
-    codes = table.items[items]
-    used, inverse = np.unique(codes, return_inverse=True)
-    used_ids = decode(table.pids[used])
+    known = _known_passages(table, train_set)
+    keep: np.ndarray | None = None
+    for start in range(0, len(qids), chunk):
+        part = qids[start : start + chunk]
+        items, which = table.items_of(part)  # positions in table.items, index into `part` of each
+        codes = table.items[items]
+        unknown = ~known[codes]
+        positive = np.isin(which.astype(np.int64) * len(table.pids) + codes, _positive_keys(table, train_set, part))
+        for at in np.flatnonzero(unknown | positive).tolist():
+            qid, pid = part[int(which[at])], decode(table.pids[codes[at : at + 1]])[0]
+            if unknown[at]:
+                policy.bad(path, table.line_of(qid), f"passage id {pid!r} is not in {train_set.corpus.source}")
+            else:
+                policy.bad(path, table.line_of(qid), f"passage {pid!r} is a positive of query {qid!r}")
+            keep = np.ones(len(table.items), dtype=bool) if keep is None else keep
+            keep[items[at]] = False
+    return keep
+
+
+def _known_passages(table: IdLists, train_set: RetrievalSet) -> np.ndarray:
+    """(P,) bool over the table's passage ids: in the training corpus."""
+    ids = decode(table.pids)
     corpus = train_set.corpus
-    known = corpus.contains(used_ids) if hasattr(corpus, "contains") else np.array([p in corpus for p in used_ids])
-    unknown = ~known[inverse]
-    # positives as (query index, passage code) keys, to test every item at once
-    n_p = len(table.pids)
-    positive_keys = []
+    return corpus.contains(ids) if hasattr(corpus, "contains") else np.array([p in corpus for p in ids], dtype=bool)
+
+
+def _positive_keys(table: IdLists, train_set: RetrievalSet, qids: list[str]) -> np.ndarray:
+    """Sorted `index in qids * P + passage code` of each judged positive the table's passages include."""
+    keys = []
     for i, qid in enumerate(qids):
         found = [p for p, g in train_set.qrels.get(qid, {}).items() if g > 0]
         if found:
             pos, hit = find_ids(table.pids, encode_ids(found))
-            positive_keys.extend((i * n_p + pos[hit]).tolist())
-    positive = np.isin(which.astype(np.int64) * n_p + codes, np.array(positive_keys, dtype=np.int64))
-    bad = np.flatnonzero(unknown | positive)
-    if not len(bad):
-        return None
-    keep = np.ones(len(table.items), dtype=bool)
-    for at in bad.tolist():
-        qid, pid = qids[int(which[at])], used_ids[int(inverse[at])]
-        line = table.line_of(qid)
-        if unknown[at]:
-            policy.bad(path, line, f"passage id {pid!r} is not in {corpus.source}")
-        else:
-            policy.bad(path, line, f"passage {pid!r} is a positive of query {qid!r}")
-        keep[items[at]] = False
-    return keep
+            keys.extend((i * len(table.pids) + pos[hit]).tolist())
+    return np.sort(np.array(keys, dtype=np.int64))
 
 
 def _check_query_ids(path: str, table: IdLists, train_set: RetrievalSet, qids: list[str]) -> None:
