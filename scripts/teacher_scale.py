@@ -43,7 +43,8 @@ def generate(path: Path, lines: int, queries: int, passages: int, seed: int = 0)
     positives[rng.random(queries) >= 0.06, 1] = -1  # MS MARCO: ~6% of training queries have a second positive
 
     def score(q: np.ndarray, pid: np.ndarray) -> np.ndarray:
-        h = (q.astype(np.uint64) * np.uint64(2654435761) + pid.astype(np.uint64) * np.uint64(40503)) % np.uint64(100_003)
+        mix = q.astype(np.uint64) * np.uint64(2654435761) + pid.astype(np.uint64) * np.uint64(40503)
+        h = mix % np.uint64(100_003)
         relevant = (pid == positives[q, 0]) | (pid == positives[q, 1])
         return np.round(h.astype(np.float64) / 10_000.0 - 5.0 + 8.0 * relevant, 4)
 
@@ -130,7 +131,8 @@ def main() -> None:
     prepare = run_child("prepare", path, cache, args.lookups)
     load = run_child("load", path, cache, args.lookups)
     table_bytes = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
-    record = {"lines": args.lines, "file_mb": round(path.stat().st_size / 2**20), "generate_seconds": round(generated, 1),
+    record = {"lines": args.lines, "file_mb": round(path.stat().st_size / 2**20),
+              "generate_seconds": round(generated, 1),
               "prepare": prepare, "load": load, "table_mb": round(table_bytes / 2**20),
               "cpu": cpu_model(), "cores": os.cpu_count(), "loadavg": os.getloadavg()}
     print(json.dumps(record, indent=1))

@@ -139,7 +139,8 @@ def hf_tevatron_set(
             policy.bad(source.where, row, f"duplicate id {qid!r}")
         else:
             queries[qid] = text
-            qrels[qid] = {str(p["docid"]): 1 for p in (r["positive_passages"] or []) if p and p.get("docid") is not None}
+            positives = [p for p in (r["positive_passages"] or []) if p and p.get("docid") is not None]
+            qrels[qid] = {str(p["docid"]): 1 for p in positives}
     if corpus_dataset:
         corpus_source = HFSource(corpus_dataset, corpus_config, corpus_split)
         corpus_ds = load_hf(corpus_source)

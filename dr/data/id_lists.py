@@ -13,7 +13,7 @@ where a dict of lists of strings costs several GB in every process.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np

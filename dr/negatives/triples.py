@@ -213,7 +213,8 @@ class _Grouping:
     def _row(self, line: int, key: str, pos_field: str, neg_field: str) -> None:
         candidates = [q for q in self.resolver.query_keys[key] if q in self.negs]
         pos_ids = self.resolver.passages(pos_field)
-        where = f"passage id {pos_field!r}" if self.resolver.fmt == "ids" else f"positive text {_short(pos_field)!r}"
+        where = (f"passage id {pos_field!r}" if self.resolver.fmt == "ids"
+                 else f"positive text {_short(pos_field)!r}")
         if not pos_ids:
             return self.policy.bad(self.path, line, f"{where} is not in {self.train_set.corpus.source}")
         judged = [(q, p) for q in candidates for p in pos_ids if self.train_set.qrels[q].get(p, 0) > 0]
@@ -223,7 +224,8 @@ class _Grouping:
         qid = judged[0][0]
         neg_ids = self.resolver.passages(neg_field)
         if not neg_ids:
-            where = f"passage id {neg_field!r}" if self.resolver.fmt == "ids" else f"negative text {_short(neg_field)!r}"
+            where = (f"passage id {neg_field!r}" if self.resolver.fmt == "ids"
+                     else f"negative text {_short(neg_field)!r}")
             return self.policy.bad(self.path, line, f"{where} is not in {self.train_set.corpus.source}")
         neg = neg_ids[0]
         if self.train_set.qrels[qid].get(neg, 0) > 0:

@@ -88,7 +88,8 @@ def test_bad_text_triples_name_the_line(text_set, tmp_path):
     lines = FIXTURE.read_text(encoding="utf-8").splitlines()
     query, pos, _ = lines[4].split("\t")
     bad = _write(tmp_path, "\n".join(lines[:4] + [f"{query}\t{pos}\ta passage that is in no collection"] + lines[5:]))
-    with pytest.raises(DataFormatError, match=rf"{bad}:5: negative text 'a passage that is in no collection' is not in"):
+    message = rf"{bad}:5: negative text 'a passage that is in no collection' is not in"
+    with pytest.raises(DataFormatError, match=message):
         TriplesNegatives(str(bad), format="texts").negatives(train_set, sorted(train_set.queries))
     empty = _write(tmp_path, "\n".join(lines[:2] + [f"{query}\t\tx"] + lines[3:]), "empty.tsv")
     with pytest.raises(DataFormatError, match=rf"{empty}:3: empty text in triple"):
