@@ -440,8 +440,8 @@ def summarize(report: Report, opts: Options, wall_s: float) -> str:
     aimed = Counter(k.aimed for k in report.kills)
     dups = ", ".join(f"{name} {n}" for name, n in sorted(report.duplicates.items()) if n) or "none"
     lines = [
-        f"chaos: {len(report.kills)} SIGKILLs (seed {opts.seed}) over {report.chains} chain(s) of {opts.max_steps} steps, "
-        f"save every {opts.save_every}, keep {opts.keep}",
+        f"chaos: {len(report.kills)} SIGKILLs (seed {opts.seed}) over {report.chains} chain(s) of "
+        f"{opts.max_steps} steps, save every {opts.save_every}, keep {opts.keep}",
         "  aimed at: " + ", ".join(f"{k} {aimed[k]}" for k in KINDS),
         f"  landed during checkpoint write: {landed_at['checkpoint write']}, during pruning: "
         f"{landed_at['pruning']}, elsewhere: {landed_at['elsewhere']}",
