@@ -27,10 +27,11 @@ bm25:
 teacher:  # regenerate data/scifact-teacher (~2 hours on 2 CPU cores: two training stages, then scoring)
 	bash scripts/make_scifact_teacher.sh
 
-# dr vs sentence-transformers (training, encoding), model FLOP utilization, miner refresh overhead and
-# memory -> docs/BENCHMARKS.md (generated block) and docs/bench/bench.json. About 15 minutes on 2 CPU cores
-# (estimated from docs/BENCHMARKS.md's timings), 5 of them the miner refresh over the whole SciFact corpus
-# (BENCH_ARGS="--refresh-passages 1000" extrapolates it from 1,000 passages).
+# dr vs sentence-transformers (training and encoding, at equal precision and each at its defaults), fp32 and
+# bf16 matmul peaks and model FLOP utilization, padded vs padding-free steps, a profile of one step, miner
+# refresh overhead and memory -> docs/BENCHMARKS.md (generated block) and docs/bench/bench.json. About 15 to
+# 20 minutes on 2 CPU cores (estimated from --quick and docs/BENCHMARKS.md's timings), up to 5 of them the
+# miner refresh over the whole SciFact corpus (BENCH_ARGS="--refresh-passages 1000" extrapolates it).
 bench:
 	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
 

@@ -13,10 +13,12 @@ import os
 import platform
 import re
 import shlex
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 _FENCE = re.compile(r"^(```|~~~)")
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # fp32 SIMD width, then native bf16 matmul
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -110,6 +112,17 @@ def _cpuinfo() -> tuple[str | None, set[str]]:
     return (model.group(1).strip() if model else None), set(flags.group(1).split()) if flags else set()
 
 
+def _lscpu() -> dict[str, str]:
+    """`lscpu`'s "Field: value" lines (C locale); {} where it is missing or fails."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                             env={**os.environ, "LC_ALL": "C"}).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    fields = (line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return {k.strip(): v.strip() for k, v in fields}
+
+
 def _memory_bytes() -> int | None:
     try:
         import psutil
@@ -125,11 +138,14 @@ def _memory_bytes() -> int | None:
 
 
 def machine() -> dict:
-    """What a benchmark or result ran on: CPU model and SIMD flags, cores, RAM, GPU, Python and the
-    versions of the libraries that do the arithmetic; torch's intra-op thread count as this process sees it."""
+    """What a benchmark or result ran on: CPU model (`lscpu`'s "Model name", else /proc/cpuinfo's, with the
+    family and model numbers when lscpu gives them) and which of SIMD_FLAGS it has (`simd`, out of
+    `simd_checked`), cores, RAM, GPU, Python and the versions of the libraries that do the arithmetic;
+    torch's intra-op thread count as this process sees it."""
     import torch
 
     model, flags = _cpuinfo()
+    lscpu = _lscpu()
     physical = None
     try:
         import psutil
@@ -139,8 +155,11 @@ def machine() -> dict:
         pass
     memory = _memory_bytes()
     return {
-        "cpu": model or platform.processor() or platform.machine(),
-        "simd": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags],
+        "cpu": lscpu.get("Model name") or model or platform.processor() or platform.machine(),
+        "cpu_family": lscpu.get("CPU family"),
+        "cpu_model": lscpu.get("Model"),
+        "simd": [f for f in SIMD_FLAGS if f in flags],
+        "simd_checked": list(SIMD_FLAGS) if flags else [],
         "logical_cores": os.cpu_count(),
         "physical_cores": physical,
         "ram_gb": round(memory / 2**30, 1) if memory else None,
@@ -156,8 +175,14 @@ def machine() -> dict:
 
 
 def describe_machine(m: dict) -> str:
-    """One line for a doc: `AMD EPYC ... (avx2), 2 logical cores, 23.4 GB RAM, no GPU, Python 3.11.7, torch ...`."""
-    simd = f" ({', '.join(m['simd'])})" if m.get("simd") else ""
+    """One line for a doc: `AMD EPYC (family 26, model 2; avx2, avx512f, avx512_bf16; no amx_bf16), 2 logical
+    cores, 23.4 GB RAM, no GPU, Python 3.11.7, torch ...`; a record without `simd_checked` lists only `simd`."""
+    has = list(m.get("simd") or [])
+    lacks = [f for f in m.get("simd_checked") or [] if f not in has]
+    ids = ", ".join(f"{k} {m[key]}" for key, k in (("cpu_family", "family"), ("cpu_model", "model")) if m.get(key))
+    flags = "; ".join(x for x in (", ".join(has), f"no {', '.join(lacks)}" if lacks else "") if x)
+    detail = "; ".join(x for x in (ids, flags) if x)
+    simd = f" ({detail})" if detail else ""
     cores = f"{m.get('logical_cores')} logical cores"
     if m.get("physical_cores") and m["physical_cores"] != m.get("logical_cores"):
         cores += f" ({m['physical_cores']} physical)"

