@@ -46,11 +46,12 @@ from dr.retrievers.pq import PQRetriever
 from dr.retrievers.rerank import RerankRetriever
 from dr.trainer.adore import AdoreObjective
 from dr.trainer.callbacks import CheckpointCallback, EvalCallback, LogCallback, MinerCallback
-from dr.trainer.checkpoint import TrainState, load_checkpoint, resolve_resume
+from dr.trainer.checkpoint import TrainState, load_checkpoint, resolve_resume, resume_requested
 from dr.trainer.config import TrainerConfig
 from dr.trainer.distill import DistillConfig, DistillObjective, LiveTeacher
 from dr.trainer.loop import Trainer
 from dr.trainer.objective import ContrastiveObjective
+from dr.trainer.run_logs import rewind_logs
 
 logger = logging.getLogger(__name__)
 register_resolvers()
@@ -102,6 +103,8 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
 
     state, negatives = TrainState(), None
     resume_from = resolve_resume(cfg.resume, out_dir)
+    if accelerator.is_main_process and resume_requested(cfg.resume):
+        rewind_logs(out_dir, resume_from)  # lines of steps after the checkpoint are about to be written again
     if resume_from is not None:
         state, negatives = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler,
                                            accelerator.process_index)

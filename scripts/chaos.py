@@ -17,10 +17,10 @@ then run to the end. Each kill is aimed at one of:
 Where a kill landed is read from what it left behind: `.tmp-step-*` or `.rng-step-*` (a checkpoint
 write), `.trash-*` or one `step-N` too many (pruning). After every kill each `step-N` directory must be
 complete. At the end each chain must match the uninterrupted run: the loss and other logged values of
-every step (the last line per step, since logs may hold replayed steps twice; such duplicates are counted
-and reported on their own), the dev/test metrics, the checkpoints (byte-identical files, except timings
-inside trainer_state.json and the order of safetensors' header metadata) and the export and best-model
-bytes, with no leftovers beside them. Exits 1 on any mismatch.
+every step, each logged once (a resume cuts the logs back to its checkpoint; a replayed step logged twice
+is counted as a duplicate and is a mismatch), the dev/test metrics, the checkpoints (byte-identical files,
+except timings inside trainer_state.json and the order of safetensors' header metadata) and the export and
+best-model bytes, with no leftovers beside them. Exits 1 on any mismatch.
 """
 from __future__ import annotations
 
@@ -327,7 +327,8 @@ def _without_timings(value):
     return value
 
 
-LOGS = {"train_log.jsonl": ("step",), "eval_log.jsonl": ("step", "tag"), "metrics.jsonl": ("step", "set", "tag")}
+LOGS = {"train_log.jsonl": ("step",), "eval_log.jsonl": ("step", "tag"), "metrics.jsonl": ("step", "set", "tag"),
+        "refresh.jsonl": ("step",)}
 
 
 def compare_logs(ref: Path, run: Path, report: Report, label: str) -> None:
@@ -336,6 +337,8 @@ def compare_logs(ref: Path, run: Path, report: Report, label: str) -> None:
         records, bad = read_jsonl(run / name)
         got, repeats = last_by(records, key)
         report.duplicates[name] += repeats
+        if repeats:
+            report.problems.append(f"{label}: {name} logs {repeats} step(s) twice")
         if bad:
             report.problems.append(f"{label}: {name} has {bad} unreadable line(s)")
         if set(got) != set(expected):
@@ -445,7 +448,7 @@ def summarize(report: Report, opts: Options, wall_s: float) -> str:
         "  aimed at: " + ", ".join(f"{k} {aimed[k]}" for k in KINDS),
         f"  landed during checkpoint write: {landed_at['checkpoint write']}, during pruning: "
         f"{landed_at['pruning']}, elsewhere: {landed_at['elsewhere']}",
-        f"  duplicate log lines (replayed steps; last line per step compared): {dups}",
+        f"  duplicate log lines (replayed steps logged twice): {dups}",
         f"  matched the uninterrupted run: {'yes' if not report.problems else 'NO'}",
         *(f"    {p}" for p in report.problems[:40]),
         f"  wall time: {wall_s:.0f}s",

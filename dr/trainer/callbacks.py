@@ -23,6 +23,7 @@ from dr.models.export import export_encoder, export_ranker
 from dr.report import METRICS_FILE, append_jsonl, metrics_records
 from dr.retrievers.dense import DenseRetriever
 from dr.trainer.checkpoint import save_checkpoint, save_rng_state
+from dr.trainer.run_logs import LOG_LINES, count_lines
 
 logger = logging.getLogger(__name__)
 REFRESH_COSTS = ("total_s", "encode_s", "query_s", "index_s", "search_s")
@@ -242,8 +243,10 @@ class CheckpointCallback:
         save_rng_state(self.out_dir / "checkpoints", trainer.state.step, trainer.accelerator.process_index)
         trainer.accelerator.wait_for_everyone()
         if trainer.accelerator.is_main_process:
+            # the logs as they are now: what a resume from this checkpoint keeps of them (run_logs)
             save_checkpoint(self.out_dir / "checkpoints", trainer.state, trainer.objective, trainer.optimizer,
-                            trainer.scheduler, trainer.negatives, self.keep)
+                            trainer.scheduler, trainer.negatives, self.keep,
+                            extras={LOG_LINES: count_lines(self.out_dir)})
         trainer.accelerator.wait_for_everyone()
 
     def on_train_end(self, trainer) -> None:

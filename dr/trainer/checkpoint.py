@@ -1,4 +1,5 @@
-"""Checkpoints: model, optimizer, scheduler, RNG states, step, negatives; written atomically.
+"""Checkpoints: model, optimizer, scheduler, RNG states, step, negatives, and small JSON extras (the run's
+log line counts, see `dr.trainer.run_logs`); written atomically.
 
 A checkpoint is written into `checkpoints/.tmp-step-N/`, closed by a `manifest.json` (every file and its
 size) written last, and renamed to `checkpoints/step-N/` only when complete, so a kill during a save
@@ -16,6 +17,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,7 +45,10 @@ class TrainState:
 
 
 def save_checkpoint(root: Path, state: TrainState, model: torch.nn.Module, optimizer, scheduler,
-                    negatives: dict[str, list[str]] | None, keep: int) -> Path:
+                    negatives: dict[str, list[str]] | None, keep: int,
+                    extras: Mapping[str, object] | None = None) -> Path:
+    """`extras`: small JSON files (name -> value) that go into the checkpoint and its manifest, e.g. the
+    log line counts of `dr.trainer.run_logs`."""
     root.mkdir(parents=True, exist_ok=True)
     _clear_leftovers(root, state.step)
     final = root / f"step-{state.step}"
@@ -60,6 +65,8 @@ def save_checkpoint(root: Path, state: TrainState, model: torch.nn.Module, optim
         write_negatives(tmp / "negatives.tsv", negatives)
     (tmp / "python_random.json").write_text(json.dumps(_python_rng_state()))
     (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
+    for name, value in (extras or {}).items():
+        (tmp / name).write_text(json.dumps(value, indent=2))
     _write_manifest(tmp, keep)  # last: its presence says every other file was written
     if final.exists():  # a re-save of this step: move the old one aside first, never half-delete it
         _discard(final)
@@ -192,10 +199,15 @@ def list_checkpoints(root: Path) -> list[Path]:
     return complete
 
 
+def resume_requested(resume: bool | str | None) -> bool:
+    """Whether `resume=` asks to continue a checkpoint (`true` or a path) rather than start afresh."""
+    return resume not in (None, False, "false", "False")
+
+
 def resolve_resume(resume: bool | str | None, run_dir: Path) -> Path | None:
     """`true` -> latest complete checkpoint in this run directory (None if there is none); a path -> that
     one, or the latest complete one under `PATH/checkpoints`."""
-    if resume in (None, False, "false", "False"):
+    if not resume_requested(resume):
         return None
     if resume in (True, "true", "True"):
         _finish_pruning(run_dir / "checkpoints")

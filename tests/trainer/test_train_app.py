@@ -105,6 +105,31 @@ def test_resume_true_continues_in_the_same_run_dir(tiny_model, train_data_dir, t
     assert steps == [1, 2, 3]
 
 
+def _keys(path: Path, *fields: str) -> list[tuple]:
+    return [tuple(json.loads(x)[f] for f in fields) for x in path.read_text().splitlines()]
+
+
+def test_resumed_run_logs_each_step_once(tiny_model, train_data_dir, tmp_path):
+    """Resuming from the step-2 checkpoint of a finished 3-step run replays step 3 and the final dev and
+    test evaluations: the logs hold each once, as the uninterrupted run's do (issue 21, item 2)."""
+    run = tmp_path / "run"
+    args = ["trainer.max_steps=3", "trainer.save_every=2", "trainer.eval_every=2", *base_args(tiny_model, run)]
+    assert train(args, train_data_dir, tmp_path / "c").returncode == 0
+    logs = {"train_log.jsonl": ("step",), "eval_log.jsonl": ("step", "tag"),
+            "metrics.jsonl": ("step", "set", "tag")}
+    straight = {name: _keys(run / name, *fields) for name, fields in logs.items()}
+    assert straight["train_log.jsonl"] == [(1,), (2,), (3,)]
+    assert straight["eval_log.jsonl"] == [(2, "dev"), (3, "dev"), (3, "test")]
+    for _ in range(2):  # any number of resumes
+        proc = train([*args, "resume=true"], train_data_dir, tmp_path / "c")
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert {name: _keys(run / name, *fields) for name, fields in logs.items()} == straight
+    from dr.report import load_evals
+
+    evals = [(r["step"], r["set"], r["tag"]) for r in load_evals(run)]  # what curves.png draws
+    assert len(evals) == len(set(evals))
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
