@@ -51,6 +51,7 @@ from dr.trainer.config import TrainerConfig
 from dr.trainer.distill import DistillConfig, DistillObjective, LiveTeacher
 from dr.trainer.loop import Trainer
 from dr.trainer.objective import ContrastiveObjective
+from dr.trainer.resume_check import RESUME_CONFIG, check_resume_config, resume_config
 from dr.trainer.run_logs import rewind_logs
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,12 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
             find_unused_parameters=encoder_cfg is not None and not encoder_cfg.shared
             or isinstance(objective_cfg, AR2Config))],  # AR2: one of its two models is idle each step
     )
+    resume_from = resolve_resume(cfg.resume, out_dir)
+    run_config = resume_config(OmegaConf.to_container(cfg, resolve=True), accelerator.num_processes)
+    if resume_from is not None:  # before anything is loaded: a changed batch setting fails at once
+        check_resume_config(resume_from, run_config, enforce=cfg.resume_check)
+    if accelerator.is_main_process and resume_requested(cfg.resume):
+        rewind_logs(out_dir, resume_from)  # lines of steps after the checkpoint are about to be written again
     seed_everything(tcfg.seed)
     with accelerator.main_process_first():  # the main process builds the Arrow cache; the others reuse it
         train_set = instantiate(cfg.data.train, _convert_="all")
@@ -102,9 +109,6 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     model, optimizer = accelerator.prepare(objective, optimizer)
 
     state, negatives = TrainState(), None
-    resume_from = resolve_resume(cfg.resume, out_dir)
-    if accelerator.is_main_process and resume_requested(cfg.resume):
-        rewind_logs(out_dir, resume_from)  # lines of steps after the checkpoint are about to be written again
     if resume_from is not None:
         state, negatives = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler,
                                            accelerator.process_index)
@@ -131,7 +135,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
         LogCallback(out_dir, tcfg.log_every, tcfg.tensorboard),
         EvalCallback(out_dir, evaluator, retriever, dev, test_sets, tcfg.eval_every, tcfg.zero_shot_eval,
                      tcfg.select_metric, **_export_index(cfg, retriever)),
-        CheckpointCallback(out_dir, tcfg.save_every, tcfg.keep_checkpoints),
+        CheckpointCallback(out_dir, tcfg.save_every, tcfg.keep_checkpoints, {RESUME_CONFIG: run_config}),
     ]
     return Trainer(tcfg, accelerator, model, optimizer, scheduler, schedule, callbacks, state, negatives)
 

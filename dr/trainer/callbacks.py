@@ -228,9 +228,13 @@ class MinerCallback:
 
 @dataclass
 class CheckpointCallback:
+    """A checkpoint every `every` steps, the latest `keep` kept. Each also holds the JSON files of `extras`
+    (name -> value; the settings compared on resume) and the logs' line counts (`run_logs`)."""
+
     out_dir: Path
     every: int = 0
     keep: int = 2
+    extras: dict[str, object] = field(default_factory=dict)
 
     def on_train_begin(self, trainer) -> None:
         pass
@@ -246,7 +250,7 @@ class CheckpointCallback:
             # the logs as they are now: what a resume from this checkpoint keeps of them (run_logs)
             save_checkpoint(self.out_dir / "checkpoints", trainer.state, trainer.objective, trainer.optimizer,
                             trainer.scheduler, trainer.negatives, self.keep,
-                            extras={LOG_LINES: count_lines(self.out_dir)})
+                            extras={**self.extras, LOG_LINES: count_lines(self.out_dir)})
         trainer.accelerator.wait_for_everyone()
 
     def on_train_end(self, trainer) -> None:

@@ -1,5 +1,6 @@
 """Checkpoints: model, optimizer, scheduler, RNG states, step, negatives, and small JSON extras (the run's
-log line counts, see `dr.trainer.run_logs`); written atomically.
+log line counts, see `dr.trainer.run_logs`; the settings compared on resume, `dr.trainer.resume_check`);
+written atomically.
 
 A checkpoint is written into `checkpoints/.tmp-step-N/`, closed by a `manifest.json` (every file and its
 size) written last, and renamed to `checkpoints/step-N/` only when complete, so a kill during a save

@@ -130,6 +130,27 @@ def test_resumed_run_logs_each_step_once(tiny_model, train_data_dir, tmp_path):
     assert len(evals) == len(set(evals))
 
 
+def test_resume_with_another_batch_size_fails_naming_it(tiny_model, train_data_dir, tmp_path):
+    """The checkpoint's batches came from batch size 4: resuming with 2 fails before the model is loaded
+    (the model path given does not exist), naming the key and both values; resume_check=false goes on
+    (issue 21, item 7)."""
+    run = tmp_path / "run"
+    args = ["trainer.max_steps=2", "trainer.save_every=2", *base_args(tiny_model, run)]
+    assert train(args, train_data_dir, tmp_path / "c").returncode == 0
+    saved = json.loads((run / "checkpoints" / "step-2" / "resume_config.json").read_text())
+    assert saved["trainer.batch_size"] == 4 and saved["processes"] == 1 and "trainer.max_steps" not in saved
+    changed = [*args, "resume=true", "trainer.batch_size=2", "trainer.max_steps=3", "trainer.save_every=3"]
+    proc = train([*changed, f"model.name_or_path={tmp_path / 'no-such-model'}"], train_data_dir, tmp_path / "c")
+    assert proc.returncode != 0 and "(checkpoint -> now):" in proc.stderr, proc.stderr[-4000:]
+    listed = proc.stderr.split("(checkpoint -> now):")[1].split("Resume with")[0].split()
+    assert listed == ["trainer.batch_size:", "4", "->", "2"]  # max_steps and save_every are free to change
+    assert "resume_check=false" in proc.stderr
+    proc = train([*changed, "resume_check=false"], train_data_dir, tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "trainer.batch_size: 4 -> 2" in proc.stdout + proc.stderr  # still said (a warning)
+    assert [json.loads(x)["step"] for x in (run / "train_log.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
