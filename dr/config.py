@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -25,3 +26,15 @@ def register_resolvers() -> None:
     for name, fn in (("dr.data_dir", data_dir), ("dr.cache_dir", cache_dir)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+
+
+def eval_set_names(data: DictConfig, names: Sequence[str] | None, key: str) -> list[str]:
+    """`names` (None: every eval set of the data config `data`), each checked to be one of its eval sets:
+    a typo fails before anything is loaded, naming `key` (the option it came from) and the known sets."""
+    known = list(data.eval_sets)
+    if names is None:
+        return known
+    unknown = [n for n in names if n not in data.eval_sets]
+    if unknown:
+        raise ValueError(f"{key}: eval set(s) {unknown} not in data={data.name}; known: {known}")
+    return list(names)

@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from dr.config import CONFIG_DIR, register_resolvers
+from dr.config import CONFIG_DIR, eval_set_names, register_resolvers
 from dr.data.sources import RetrievalSet
 from dr.dist import all_gather_object, init_from_env, peak_rss_mb, world
 from dr.encoding.cache import EmbeddingCache, reused_from_earlier_runs
@@ -34,10 +34,7 @@ register_resolvers()
 
 
 def build_eval_sets(cfg: DictConfig, only: list[str] | None) -> list[RetrievalSet]:
-    names = list(cfg.data.eval_sets) if not only else only
-    unknown = [n for n in names if n not in cfg.data.eval_sets]
-    if unknown:
-        raise ValueError(f"eval set(s) {unknown} not in data={cfg.data.name}; known: {list(cfg.data.eval_sets)}")
+    names = eval_set_names(cfg.data, only or None, "eval_sets")
     return [instantiate(cfg.data.eval_sets[n], _convert_="all") for n in names]
 
 

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import get_linear_schedule_with_warmup
 
-from dr.config import CONFIG_DIR, register_resolvers
+from dr.config import CONFIG_DIR, eval_set_names, register_resolvers
 from dr.dist import all_gather_object, local_only
 from dr.data.dev import dev_set
 from dr.data.groups import GroupSchedule, split_dev
@@ -67,6 +67,7 @@ def seed_everything(seed: int) -> None:
 def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     tcfg: TrainerConfig = instantiate(cfg.trainer, _convert_="all")
     objective_cfg = instantiate(cfg.objective, _convert_="all") if cfg.get("objective") is not None else None
+    test_names = eval_set_names(cfg.data, cfg.test_sets, "test_sets")  # a typo fails before anything loads
     ranker_cfg = _ranker_config(cfg, objective_cfg)
     _check_ar2(cfg, tcfg, objective_cfg)
     # validated before anything heavy is loaded; a cross-encoder run trains no dual encoder
@@ -126,8 +127,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
         raise ValueError(f"trainer.select_metric={tcfg.select_metric!r} is not in measures={list(cfg.measures)}")
     evaluator = Evaluator(measures=list(cfg.measures), depth=int(cfg.depth))
     retriever = _eval_retriever(cfg, objective, objective_cfg, cache)
-    names = list(cfg.data.eval_sets) if cfg.test_sets is None else list(cfg.test_sets)
-    test_sets = [instantiate(cfg.data.eval_sets[n], _convert_="all") for n in names]
+    test_sets = [instantiate(cfg.data.eval_sets[n], _convert_="all") for n in test_names]
     dev = dev_set(train_set, dev_qids, tcfg.dev_corpus_size, name=f"{train_set.name}-dev") if dev_qids else None
     callbacks = [MinerCallback(miner, mining_encoder)] if miner is not None else []
     callbacks += [AR2PhaseCallback(objective.config)] if isinstance(objective, AR2Objective) else []

@@ -178,6 +178,23 @@ def test_bad_config_value_gives_a_clear_error(tiny_model, train_data_dir, tmp_pa
         build_trainer(cfg, tmp_path / "run")
 
 
+def test_unknown_test_set_fails_before_anything_is_loaded(tmp_path, monkeypatch):
+    """A typo in test_sets names the known sets before the model or the data is loaded (neither exists
+    here) instead of a bare ConfigKeyError after both (issue 21, item 8)."""
+    from hydra import compose, initialize_config_dir
+
+    from dr.config import CONFIG_DIR
+    from dr.train import build_trainer
+
+    monkeypatch.setenv("DR_DATA_DIR", str(tmp_path / "no-data"))
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        args = [a for a in base_args(tmp_path / "no-model", tmp_path / "run") if not a.startswith("hydra.")]
+        cfg = compose("train", overrides=["trainer.max_steps=1", *args, "test_sets=[scifact-test,scifact-tst]"])
+    message = "test_sets: eval set(s) ['scifact-tst'] not in data=scifact; known: ['scifact-test', 'dl19-pool']"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_trainer(cfg, tmp_path / "run")
+
+
 def test_two_process_launch_runs_the_same_code(tiny_model, train_data_dir, tmp_path):
     """`torchrun --nproc_per_node 2 -m dr.train` (gloo on CPU): both processes train, one writes."""
     run = tmp_path / "ddp"
