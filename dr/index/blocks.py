@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from dr.index._faiss import faiss
-from dr.index.faiss_index import DenseIndex, IndexConfig, _as_float32, place_index, use_gpu
+from dr.index.faiss_index import DenseIndex, IndexConfig, _as_float32, new_index, place_index, use_gpu
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +105,7 @@ def build_block_index(blocks: Callable[[], Iterable[Block]], total: int, config:
     placed, ids = None, []
     for block_ids, vectors in blocks():
         if placed is None:  # trained on the CPU, then placed empty, so a GPU index is filled on the GPU
-            metric = faiss.METRIC_INNER_PRODUCT if config.metric == "ip" else faiss.METRIC_L2
-            index = faiss.index_factory(vectors.shape[1], config.factory, metric)
+            index = new_index(vectors.shape[1], config)
             if not index.is_trained:
                 index.train(sample_rows(blocks(), total, config.train_size, config.seed))
             placed = place_index(index, config, devices)

@@ -100,8 +100,7 @@ def build_index(vectors: np.ndarray, config: IndexConfig) -> DenseIndex:
     vectors = _as_float32(vectors)
     if vectors.ndim != 2 or len(vectors) == 0:
         raise ValueError(f"index needs a non-empty (N, H) array, got shape {vectors.shape}")
-    metric = faiss.METRIC_INNER_PRODUCT if config.metric == "ip" else faiss.METRIC_L2
-    index = faiss.index_factory(vectors.shape[1], config.factory, metric)
+    index = new_index(vectors.shape[1], config)
     if not index.is_trained:
         rng = np.random.default_rng(config.seed)
         n = min(config.train_size, len(vectors))
@@ -109,6 +108,18 @@ def build_index(vectors: np.ndarray, config: IndexConfig) -> DenseIndex:
         index.train(sample)
     index.add(vectors)
     return place_index(index, config)
+
+
+def new_index(dim: int, config: IndexConfig) -> faiss.Index:
+    """An empty `config.factory` index. PQ indexes skip faiss's polysemous training (the factory's default),
+    which only reorders centroids for Hamming-distance search that dr never uses: it made training an
+    IVF1024,PQ48 on 20,000 vectors take 83 s instead of 9 s here."""
+    metric = faiss.METRIC_INNER_PRODUCT if config.metric == "ip" else faiss.METRIC_L2
+    index = faiss.index_factory(dim, config.factory, metric)
+    base = faiss.downcast_index(index.index if isinstance(index, faiss.IndexPreTransform) else index)
+    if hasattr(base, "do_polysemous_training"):
+        base.do_polysemous_training = False
+    return index
 
 
 def load_index(path: str | Path, config: IndexConfig | None = None) -> DenseIndex:
