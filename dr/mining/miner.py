@@ -23,6 +23,7 @@ from dr.data.sources import RetrievalSet
 from dr.dist import all_gather_object, world
 from dr.encoding.cache import EmbeddingCache, ShardEmbeddings
 from dr.encoding.sharded import EncodeStats, encode_corpus, encode_texts, search
+from dr.eval.runs import ArrayRun
 from dr.index import IndexConfig
 from dr.mining.select import Run, select_negatives
 from dr.models.dual_encoder import DualEncoder
@@ -218,11 +219,7 @@ class Miner:
         # faiss scores are raw inner products; the model's scores divide by the temperature
         temp = encoder.config.temperature
         scores, pos_best = scores / temp, pos_best / temp
-        docids = corpus.ids
-        run: Run = {}
-        for i, qid in enumerate(qids):
-            keep = rows[i] >= 0
-            run[qid] = dict(zip(docids[rows[i][keep]].tolist(), scores[i][keep].astype(float).tolist()))
+        run = ArrayRun(list(qids), scores, rows, corpus.ids)  # per-query dicts only when read
         positive = {qid: float(pos_best[i]) for i, qid in enumerate(qids)}
         return run, positive, timing
 
@@ -239,8 +236,10 @@ class Miner:
                 ids = list(docs)
                 texts = train_set.corpus.texts(train_set.corpus.rows_of(ids)) if ids else []
                 ranker_scores[qid] = dict(zip(ids, map(float, self.ranker(train_set.queries[qid], texts))))
-        run, filtered = filter_false_negatives(run, positive_scores, cfg.fn_fraction, cfg.fn_margin,
-                                               ranker_scores, cfg.fn_ranker_threshold)
+        filtered = 0
+        if cfg.fn_fraction is not None or cfg.fn_margin is not None or ranker_scores is not None:
+            run, filtered = filter_false_negatives(run, positive_scores, cfg.fn_fraction, cfg.fn_margin,
+                                                   ranker_scores, cfg.fn_ranker_threshold)
         rng = np.random.default_rng([cfg.seed, version])
         negatives = select_negatives(run, {q: train_set.qrels[q] for q in qids}, cfg.window, cfg.per_query,
                                      rng, cfg.sampling)
