@@ -57,8 +57,8 @@ def write_collection(path: Path, n: int, seed: int, chunk: int = 200_000) -> np.
 def write_queries(out: Path, name: str, collection: Path, n: int, n_passages: int, seed: int) -> None:
     """n queries of 3-8 consecutive words of a random passage each, and qrels naming that passage."""
     rng = np.random.default_rng(seed)
-    targets = np.sort(rng.choice(n_passages, n, replace=False))
-    wanted = set(targets.tolist())
+    targets = np.sort(rng.choice(n_passages, n, replace=n > n_passages))  # distinct unless there are too few
+    wanted = set(targets.tolist())  # passages read once each, in file order
     texts: dict[int, str] = {}
     with open(collection, encoding="utf-8") as f:
         for line in f:
