@@ -5,7 +5,7 @@ PYTHON ?= python
 TORCH_SPEC ?= torch==2.13.0
 FAISS_EXTRA := $(if $(GPU),gpu,cpu)
 
-.PHONY: install test test-fast evaluate bm25 teacher bench results clean
+.PHONY: install test test-fast evaluate bm25 teacher bench results scale clean
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
@@ -41,6 +41,12 @@ bench:
 # the plan, "--table-only" only redraws, "--only star_adore" runs one row and what it needs).
 results:
 	$(PYTHON) scripts/results.py $(RESULTS_ARGS)
+
+# dr's data path on MS MARCO-shaped synthetic collections (1M and 8.8M passages, 1 and 2 processes): corpus
+# store, BM25 index, teacher table, one miner refresh, one evaluation -> docs/scale/scale.json (docs/SCALE.md).
+# Hours on 2 CPU cores, ~70 GB of disk at 8.8M; SCALE_ARGS="--passages 1000000 --processes 1" for one run.
+scale:
+	$(PYTHON) scripts/scale.py $(SCALE_ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache
