@@ -41,9 +41,12 @@ def _worker(rank: int, world: int, model_dir: str, rdv: str, out: str, cross_dev
     queries = QUERY_LIST[rank * b : (rank + 1) * b]
     passages = PASSAGE_LIST[rank * 2 * b : (rank + 1) * 2 * b]
     loss, logs = ddp(queries, passages)
-    loss.backward()
+    loss.backward()  # returns after the gradient all-reduce: both processes are done with the group
     torch.save({"loss": logs["loss"], "grads": grads(objective)}, f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
+    # Exit without tearing DDP and gloo down: torch's teardown can deadlock (the Reducer's destructor
+    # destroys the gloo group while holding the GIL, and a gloo thread waits for the GIL to release a
+    # tensor); seen once under load, the worker then hung forever.
+    os._exit(0)
 
 
 def test_two_process_cross_device_equals_one_process(tiny_model_dir, tmp_path):
