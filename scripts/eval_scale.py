@@ -3,8 +3,9 @@
 Builds (once) an MS MARCO-shaped synthetic collection (scripts/synthetic.py), then runs the real
 `python -m dr.evaluate` on its 6,980 dev queries with `model=standin` (a random-projection encoder of
 dimension 384 that costs almost nothing, so the figures are the framework's own), under
-`torchrun --nproc_per_node W`, once per index factory, each in a fresh cache. Reports each process's peak
-RSS (from dr.evaluate's timings.json) against the float32 size of the corpus embeddings.
+`torchrun --nproc_per_node W`, once per index factory. Reports each process's peak
+RSS (from dr.evaluate's timings.json) against the float32 size of the corpus embeddings. The cache starts
+empty: the first factory's run encodes the corpus, later ones read its memory-mapped parts.
 
     python scripts/eval_scale.py --passages 1000000 --processes 2 --factories Flat IVF1024,PQ48
 """
@@ -37,13 +38,13 @@ def main() -> int:
                         str(a.passages), "--train-queries", "1000"], check=True)
     records = []
     dim = 384
+    cache = a.work / "cache"
+    shutil.rmtree(cache, ignore_errors=True)  # the first factory encodes; later ones read the cached parts
     for factory in a.factories:
-        cache = a.work / "cache"
-        shutil.rmtree(cache, ignore_errors=True)
         run_dir = a.work / f"eval-{factory.replace(',', '_')}-{a.processes}"
         launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(a.processes)] if a.processes > 1 else []
         cmd = [sys.executable, *launcher, "-m", "dr.evaluate", "model=standin", "data=msmarco",
-               "eval_sets=[msmarco-dev-small]", f"depth={a.depth}", f"retriever.index.factory={factory}",
+               "eval_sets=[msmarco-dev-small]", f"depth={a.depth}", f"retriever.index.factory='{factory}'",
                "retriever.index.device=cpu", f"hydra.run.dir={run_dir}"]
         env = {**os.environ, "DR_DATA_DIR": str(data), "DR_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
         start = time.perf_counter()
