@@ -89,7 +89,9 @@ def resolve_precision(requested: str, device_type: str, purpose: str = "encoding
                   else Precision("fp32", "the CUDA device has no bf16 support"))
     else:
         flag = cpu_native_bf16()
+        forced = os.environ.get("DR_NATIVE_BF16")
         chosen = (Precision("bf16", f"the CPU has native bf16 matmul ({flag})") if flag
+                  else Precision("fp32", f"DR_NATIVE_BF16={forced} overrides the CPU probe") if forced is not None
                   else Precision("fp32", "the CPU has no native bf16 matmul (no amx_bf16 or avx512_bf16 flag)"))
     key = (purpose, requested, device_type)
     if requested == "auto" and key not in _logged:

@@ -29,6 +29,13 @@ def test_auto_is_fp32_on_a_cpu_without_native_bf16(flags, caplog):
     assert "no native bf16" in caplog.text
 
 
+def test_the_override_is_named_as_the_reason(flags, monkeypatch):
+    flags("avx2", "avx512_bf16")  # the CPU has it, the override says no
+    monkeypatch.setenv("DR_NATIVE_BF16", "0")
+    p = P.resolve_precision("auto", "cpu")
+    assert p.name == "fp32" and "DR_NATIVE_BF16=0 overrides" in p.reason
+
+
 @pytest.mark.parametrize("flag", ["amx_bf16", "avx512_bf16"])
 def test_auto_is_bf16_on_a_cpu_with_native_bf16(flags, flag, caplog):
     flags("avx2", flag)
