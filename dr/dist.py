@@ -79,6 +79,25 @@ def local_device() -> str:
     return "cpu"
 
 
+def release_free_memory() -> None:
+    """Hand the allocators' free pages back to the OS: Arrow's memory pool, then glibc (`malloc_trim`).
+    After a phase that allocated and freed many objects (Arrow takes of passage texts, tokenizer outputs),
+    both keep what was freed, and the process's RSS stays at the phase's peak through the phases that
+    follow (measured at 1M passages: ~360 MB held by Arrow's pool after the texts were freed)."""
+    import ctypes
+    import sys
+
+    pa = sys.modules.get("pyarrow")  # Arrow's own pool (mimalloc/jemalloc) keeps freed pages as well
+    if pa is not None:
+        pa.default_memory_pool().release_unused()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # musl or another libc without malloc_trim
+        pass
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size so far, in MiB (Linux reports KiB, macOS bytes)."""
     import resource

@@ -52,6 +52,8 @@ class CorpusStore:
                  index: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """`index`: `(ids, order)` as `id_index(table)` computes them (read back from the cache)."""
         self.table = table
+        self._record_batches: list[pa.RecordBatch] | None = None
+        self._starts: np.ndarray | None = None
         self.source = source
         self.fingerprint = fingerprint
         self.skipped: Counter = Counter()  # lenient skips of the build, for `shared_store`'s later callers
@@ -101,11 +103,35 @@ class CorpusStore:
         return self._order[pos_clipped].astype(np.int64)
 
     def texts(self, rows: Sequence[int] | np.ndarray, title_sep: str = " ") -> list[str]:
-        """Passage strings for `rows`: title and text joined with `title_sep` (BEIR convention)."""
-        sub = self.table.take(pa.array(np.asarray(rows, dtype=np.int64)))
-        titles = sub.column("title").to_pylist()
-        texts = sub.column("text").to_pylist()
+        """Passage strings for `rows`: title and text joined with `title_sep` (BEIR convention).
+
+        Taken record batch by record batch: `Table.take` on a multi-chunk table concatenates each whole
+        column first (at 1M passages a 400 MB copy, and every page of the mapped file read, per call)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        titles: list = [None] * len(rows)
+        texts: list = [None] * len(rows)
+        chunk = np.searchsorted(self._chunk_starts, rows, side="right") - 1
+        order = np.argsort(chunk, kind="stable")
+        bounds = np.searchsorted(chunk[order], np.arange(len(self._chunk_starts) + 1))
+        for c in np.flatnonzero(np.diff(bounds)):
+            where = order[bounds[c] : bounds[c + 1]]
+            sub = self._batches[c].take(pa.array(rows[where] - self._chunk_starts[c]))
+            for name, out in (("title", titles), ("text", texts)):
+                for i, value in zip(where.tolist(), sub.column(name).to_pylist()):
+                    out[i] = value
         return [f"{t}{title_sep}{x}" if t else x for t, x in zip(titles, texts)]
+
+    @property
+    def _batches(self) -> list[pa.RecordBatch]:
+        if self._record_batches is None:
+            self._record_batches = self.table.to_batches()
+        return self._record_batches
+
+    @property
+    def _chunk_starts(self) -> np.ndarray:
+        if self._starts is None:
+            self._starts = np.cumsum([0] + [len(b) for b in self._batches[:-1]], dtype=np.int64)
+        return self._starts
 
     def text(self, docid: str) -> str:
         return self.texts(self.rows_of([docid]))[0]

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from dr.dist import all_gather_object, barrier, world
+from dr.dist import all_gather_object, barrier, release_free_memory, world
 from dr.encoding.cache import EmbeddingCache, EntryMeta, Segment, ShardEmbeddings, _release, cache_key
 from dr.encoding.plan import group_batches, length_sorted_batches, rank_batches
 from dr.index import IndexConfig, exact_search, merge_topk, recall_at_k, search_blocks
@@ -57,6 +57,9 @@ class EncodeStats:
 _LENGTHS: dict[tuple, np.ndarray] = {}
 
 
+_LENGTH_CHUNK = 8192
+
+
 def corpus_lengths(encoder: Encoder, corpus, cache: EmbeddingCache | None = None) -> np.ndarray:
     """Token length of every active passage (in `corpus.active_rows` order); each process tokenizes a
     contiguous 1/W and the lengths are gathered. Kept for the process's life (every refresh reuses them)
@@ -70,8 +73,12 @@ def corpus_lengths(encoder: Encoder, corpus, cache: EmbeddingCache | None = None
     else:
         rank, size = world()
         rows = np.array_split(corpus.active_rows, size)[rank]
-        mine = np.concatenate([encoder.token_lengths("passage", corpus.texts(rows[i : i + 100_000]))
-                               for i in range(0, len(rows), 100_000)] or [np.empty(0, np.int64)])
+        # in chunks of _LENGTH_CHUNK texts: a fast tokenizer's batch output for 100k passages holds ~1 GB
+        chunks = [np.empty(0, np.int64)]
+        for i in range(0, len(rows), _LENGTH_CHUNK):
+            chunks.append(encoder.token_lengths("passage", corpus.texts(rows[i : i + _LENGTH_CHUNK])))
+            release_free_memory()
+        mine = np.concatenate(chunks)
         lengths = np.concatenate(all_gather_object(mine)).astype(np.int32)
         if path is not None and rank == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +91,7 @@ def corpus_lengths(encoder: Encoder, corpus, cache: EmbeddingCache | None = None
 
 
 def encode_corpus(encoder: Encoder, corpus, cache: EmbeddingCache | None = None, stats: EncodeStats | None = None,
-                  group_texts: int = 100_000) -> ShardEmbeddings:
+                  group_texts: int = 16_384) -> ShardEmbeddings:
     """This process's shard of the corpus embeddings: from memory, from a complete cache entry (rows
     [r*N/W, (r+1)*N/W) of its parts, memory-mapped), or encoded now (and cached as part r of W).
     Collective: every process calls it, and they agree on hit or miss."""
@@ -114,6 +121,7 @@ def encode_corpus(encoder: Encoder, corpus, cache: EmbeddingCache | None = None,
         if writer:
             _release(emb_out, done, done + len(rows))  # written through to the file; RSS stays at one group
         done += len(rows)
+        release_free_memory()
     elapsed = time.perf_counter() - start
     stats.passages += n
     stats.seconds += elapsed

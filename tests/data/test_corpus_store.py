@@ -78,6 +78,17 @@ def test_small_batches(tmp_path):
     assert store.ids.tolist() == ["c", "a", "b", "10", "9"]
 
 
+def test_texts_across_record_batches(tmp_path):
+    # 5 rows in batches of 2: rows from every batch, out of order and repeated, come back in request order
+    store = _store(tmp_path, batch_rows=2)
+    assert len(store.table.to_batches()) == 3
+    whole = [f"{t} {x}" if t else x for _, _, t, x in RECORDS]
+    for rows in ([4, 0, 3, 1, 2], [2, 2, 0], [4], [], np.array([3, 1, 4, 0], dtype=np.int32)):
+        assert store.texts(rows) == [whole[r] for r in rows]
+    assert store.texts([1, 4], title_sep=": ") == ["first letter", "nine"]
+    assert store.texts([0], title_sep=": ") == ["Gamma: third letter"]
+
+
 def test_duplicate_strict(tmp_path):
     records = [(1, "a", "", "x"), (2, "b", "", "y"), (5, "a", "", "z")]
     with pytest.raises(DataFormatError) as e:
