@@ -25,16 +25,6 @@ import torch.nn.functional as F
 Reduction = Literal["sum", "mean"]
 
 
-def listwise_cross_entropy(scores: torch.Tensor) -> torch.Tensor:
-    """The ranker's loss: mean over queries of -log softmax(scores)[:, 0].
-
-    `scores` (B, G): each row one query's candidates, the positive first.
-
-    Example: scores [[2, 0, 0]] -> -log(e^2 / (e^2 + 2)) = log(1 + 2 e^-2) = 0.2396.
-    """
-    return -F.log_softmax(scores, dim=1)[:, 0].mean()
-
-
 def adversarial_reward(ranker_scores: torch.Tensor) -> torch.Tensor:
     """(B, G) -> (B, G): log sigmoid(l_pos - l_i), the log-probability that the ranker prefers the positive
     over candidate i (log 0.5 for the positive itself). Near 0 for a candidate the ranker dismisses, very

@@ -28,6 +28,15 @@ def softmax_cross_entropy(scores: torch.Tensor, targets: torch.Tensor,
     return F.cross_entropy(scores, targets)
 
 
+def listwise_cross_entropy(scores: torch.Tensor) -> torch.Tensor:
+    """Mean over queries of -log softmax(scores)[:, 0]: `scores` (B, G), each row one query's candidates
+    with the positive first (the ranker's loss, and AR2's). `softmax_cross_entropy` with every target 0.
+
+    Example: scores [[2, 0, 0]] -> -log(e^2 / (e^2 + 2)) = log(1 + 2 e^-2) = 0.2396.
+    """
+    return softmax_cross_entropy(scores, torch.zeros(len(scores), dtype=torch.long, device=scores.device))
+
+
 def _pos_and_negs(scores: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor | None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     pos = scores.gather(1, targets[:, None])  # (B, 1)

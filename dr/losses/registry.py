@@ -1,31 +1,47 @@
-"""Loss choice as a small dataclass so configs pick a loss by name with its options."""
+"""Loss choice by name: `LOSSES` maps each name to a pure loss over (scores, targets, candidates), and
+`LossConfig` picks one with its options, so configs say `loss.name=hinge loss.margin=0.5`.
+
+A new in-batch loss is one entry: `register_loss("name", fn)` with `fn(config, scores, targets, candidates)`.
+"""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from dr.losses.contrastive import own_group_mask, pairwise_hinge, ranknet, softmax_cross_entropy
 
+LossFn = Callable[["LossConfig", torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+LOSSES: dict[str, LossFn] = {
+    "cross_entropy": lambda cfg, scores, targets, cand: softmax_cross_entropy(scores, targets, cand),
+    "hinge": lambda cfg, scores, targets, cand: pairwise_hinge(scores, targets, cfg.margin, cand),
+    "ranknet": lambda cfg, scores, targets, cand: ranknet(scores, targets, cand),
+}
+
+
+def register_loss(name: str, fn: LossFn) -> None:
+    """Make `loss.name=NAME` choose `fn`; a name already taken is an error."""
+    if name in LOSSES:
+        raise ValueError(f"loss {name!r} is already registered")
+    LOSSES[name] = fn
+
 
 @dataclass
 class LossConfig:
-    """`name`: `cross_entropy` (in-batch + hard negatives softmax), `hinge` (with `margin`) or `ranknet`."""
+    """`name`: a key of `LOSSES`: `cross_entropy` (in-batch + hard negatives softmax), `hinge` (with
+    `margin`) or `ranknet`, or one added with `register_loss`."""
 
-    name: Literal["cross_entropy", "hinge", "ranknet"] = "cross_entropy"
+    name: str = "cross_entropy"
     margin: float = 1.0
     in_batch: bool = True  # false: each query sees only its own group (ANCE's loss over [pos, hard neg])
 
     def __post_init__(self) -> None:
-        if self.name not in ("cross_entropy", "hinge", "ranknet"):
-            raise ValueError(f"loss.name must be cross_entropy, hinge or ranknet, got {self.name!r}")
+        if self.name not in LOSSES:
+            raise ValueError(f"loss.name must be one of {', '.join(sorted(LOSSES))}, got {self.name!r}")
 
     def __call__(self, scores: torch.Tensor, targets: torch.Tensor, group: int = 1) -> torch.Tensor:
         """scores (B, P), targets (B,) positive columns, `group` passages per query (positive first)."""
         cand = None if self.in_batch else own_group_mask(targets, group, scores.shape[1])
-        if self.name == "cross_entropy":
-            return softmax_cross_entropy(scores, targets, cand)
-        if self.name == "hinge":
-            return pairwise_hinge(scores, targets, self.margin, cand)
-        return ranknet(scores, targets, cand)
+        return LOSSES[self.name](self, scores, targets, cand)

@@ -32,7 +32,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dr.losses.adversarial import Reduction, ar2_retriever_loss, listwise_cross_entropy
+from dr.losses.adversarial import Reduction, ar2_retriever_loss
+from dr.losses.contrastive import listwise_cross_entropy
 from dr.models.cross_encoder import CrossEncoder
 from dr.models.dual_encoder import DualEncoder
 from dr.models.export import export_ranker

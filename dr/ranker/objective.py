@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from dr.losses.contrastive import listwise_cross_entropy
 from dr.models.cross_encoder import CrossEncoder
 
 
@@ -53,8 +53,7 @@ class RankerObjective(nn.Module):
         if len(passages) % len(queries):
             raise ValueError(f"{len(passages)} passages do not split into groups for {len(queries)} queries")
         logits = group_logits(self.encoder, queries, passages, len(passages) // len(queries))  # (B, G)
-        targets = torch.zeros(len(queries), dtype=torch.long, device=logits.device)  # positive first
-        loss = F.cross_entropy(logits, targets)
+        loss = listwise_cross_entropy(logits)  # the positive first in each group
         with torch.no_grad():
             acc = (logits.argmax(dim=1) == 0).float().mean()
         return loss, {"loss": float(loss.detach()), "train_acc": float(acc)}

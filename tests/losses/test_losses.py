@@ -39,6 +39,26 @@ def test_loss_config_dispatch_and_validation():
         LossConfig("softmax")
 
 
+def test_register_loss(monkeypatch):
+    from dr.losses import registry
+
+    monkeypatch.setattr(registry, "LOSSES", dict(registry.LOSSES))
+    registry.register_loss("top_score", lambda cfg, scores, targets, cand: -scores.gather(1, targets[:, None]).mean())
+    # SCORES' positives score 2.0 (row 0, column 0) and 1.5 (row 1, column 2): the new loss is -(2 + 1.5) / 2
+    assert float(LossConfig("top_score")(SCORES, TARGETS)) == pytest.approx(-1.75)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_loss("hinge", lambda *a: None)
+
+
+def test_listwise_cross_entropy_hand_worked():
+    from dr.losses import listwise_cross_entropy
+
+    assert float(listwise_cross_entropy(torch.tensor([[2.0, 0.0, 0.0]]))) == pytest.approx(math.log1p(2 * math.exp(-2)))
+    # [[1, 1]]: log 2; mean with the row above
+    got = float(listwise_cross_entropy(torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, -math.inf]])))
+    assert got == pytest.approx((math.log1p(2 * math.exp(-2)) + math.log(2)) / 2)
+
+
 def test_adore_metric_weighted_pairwise_hand_worked():
     from dr.losses import metric_weighted_pairwise
 
