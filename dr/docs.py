@@ -17,6 +17,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from dr.io import atomic_write_text
+
 _FENCE = re.compile(r"^(```|~~~)")
 SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # fp32 SIMD width, then native bf16 matmul
 
@@ -73,10 +75,7 @@ def write_block(path: str | Path, name: str, body: str) -> Path:
     holding only the block."""
     path = Path(path)
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(replace_block(text, name, body), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, replace_block(text, name, body))
     return path
 
 

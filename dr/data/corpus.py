@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -22,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from dr.data.errors import ReadPolicy
+from dr.io import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -154,23 +154,16 @@ class CorpusStore:
         path = cache_dir / "corpus" / f"{fingerprint}.arrow"
         if not path.exists():
             before = dict(policy.skipped)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            os.close(fd)
-            try:
-                n, content = _write_arrow(records, Path(tmp), batch_rows)
+            with atomic_path(path) as tmp:
+                n, content = _write_arrow(records, tmp, batch_rows)
                 if n == 0:  # before the rename, so that an empty table is never cached
                     raise ValueError(f"{source}: no passages")
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
             logger.info("corpus %s: %d passages cached at %s", source, n, path)
             # The content hash (not the path) names the corpus for the embedding cache, so a fresh clone
             # or a moved copy of the same file reuses embeddings an unchanged model already computed.
-            _atomic_write_text(path.with_suffix(".content"), content)
+            atomic_write_text(path.with_suffix(".content"), content)
             # Lenient skips are kept beside the cache so that a cached load reports them again.
-            _atomic_write_text(path.with_suffix(".skipped.json"), json.dumps({k: v - before.get(k, 0) for k, v in policy.skipped.items() if v > before.get(k, 0)}))
+            atomic_write_text(path.with_suffix(".skipped.json"), json.dumps({k: v - before.get(k, 0) for k, v in policy.skipped.items() if v > before.get(k, 0)}))
         else:
             skipped_file = path.with_suffix(".skipped.json")
             if skipped_file.exists():
@@ -197,9 +190,8 @@ def cached_id_index(arrow_path: Path, table: pa.Table) -> tuple[np.ndarray, np.n
             return ids, order
     ids, order = id_index(table)
     for f, array in zip(files, (ids, order)):  # the order last: its presence means both are complete
-        tmp = f.with_name(f"{f.name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, array, allow_pickle=False)
-        os.replace(tmp, f)
+        with atomic_path(f) as tmp:
+            np.save(tmp, array, allow_pickle=False)
     return ids, order
 
 
@@ -226,12 +218,6 @@ def shared_store(records: Iterable[tuple[int, str, str, str]], source: str | Pat
         logger.info("corpus %s: reusing the store already open in this process", source)
         policy.skipped.update(store.skipped)
     return store
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _write_arrow(records: Iterable[tuple[int, str, str, str]], path: Path, batch_rows: int) -> tuple[int, str]:

@@ -23,9 +23,8 @@ from typing import Any
 from dr.data.corpus import shared_store
 from dr.data.errors import ReadPolicy
 from dr.data.prepared import text_key
-from dr.data.qrels import Qrels
 from dr.data.sources import MissingDocs, RetrievalSet, _assemble
-from dr.negatives import Negatives
+from dr.types import Negatives, Qrels
 
 logger = logging.getLogger(__name__)
 _BATCH = 1000

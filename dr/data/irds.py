@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Iterator
 
 from dr.data.errors import ReadPolicy
-from dr.data.qrels import Qrels
+from dr.types import Qrels
 
 
 def irds_parts(dataset_id: str, policy: ReadPolicy) -> tuple[Iterator[tuple[int, str, str, str]], str, dict[str, str], Qrels]:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from dr.data.errors import ReadPolicy
 from dr.data.lines import read_lines
-
-Qrels = dict[str, dict[str, int]]
+from dr.types import Qrels
 
 
 def read_qrels(path: str | Path, policy: ReadPolicy, lines: dict[tuple[str, str], int] | None = None) -> Qrels:

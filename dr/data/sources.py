@@ -16,7 +16,8 @@ from dr.data.beir import read_beir_corpus, read_beir_queries
 from dr.data.corpus import CorpusStore, shared_store, source_fingerprint
 from dr.data.errors import ReadPolicy
 from dr.data.msmarco import CollectionLayout, read_collection, read_queries_tsv
-from dr.data.qrels import Qrels, read_qrels
+from dr.data.qrels import read_qrels
+from dr.types import Qrels
 
 logger = logging.getLogger(__name__)
 

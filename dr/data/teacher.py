@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from dr.data.errors import DataFormatError, ReadPolicy
 from dr.data.lines import _open_binary, read_jsonl, read_tsv
 from dr.data.prepared import cache_root, file_key, prepare_once, read_json, write_json
 from dr.data.teacher_table import TablePairs, TableScores, TeacherTable, read_fast, write_from_dicts
+from dr.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -217,16 +217,10 @@ def write_teacher_scores(path: str | Path, scores: dict[str, dict[str, float]]) 
     Scores are written with `repr`, so a write -> read round trip gives back the same floats.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(tmp, "wt", encoding="utf-8") as f:
-            for qid, by_pid in scores.items():
-                for pid, score in by_pid.items():
-                    if any(c in f"{qid}{pid}" for c in "\t\r\n") or not math.isfinite(score):
-                        raise ValueError(f"cannot write query {qid!r} passage {pid!r} score {score!r} as TSV")
-                    f.write(f"{qid}\t{pid}\t{float(score)!r}\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, opener(tmp, "wt", encoding="utf-8") as f:
+        for qid, by_pid in scores.items():
+            for pid, score in by_pid.items():
+                if any(c in f"{qid}{pid}" for c in "\t\r\n") or not math.isfinite(score):
+                    raise ValueError(f"cannot write query {qid!r} passage {pid!r} score {score!r} as TSV")
+                f.write(f"{qid}\t{pid}\t{float(score)!r}\n")

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dr.io import atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 FORMAT = 2
@@ -220,9 +222,7 @@ class EmbeddingCache:
         directory = self.entry(meta)
         man = {"format": FORMAT, **asdict(meta), "dtype": self.dtype,
                "parts": [{"name": _part_name(i, len(part_rows)), "rows": n} for i, n in enumerate(part_rows)]}
-        tmp = directory / f".{MANIFEST}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(man, indent=2) + "\n")
-        os.replace(tmp, directory / MANIFEST)
+        atomic_write_json(directory / MANIFEST, man)
         _WRITTEN_HERE.add(str(directory))
         for stale in directory.glob("part-*.npy"):  # parts of an earlier, incomplete or rejected write
             if not any(stale.name.startswith(p["name"] + ".") for p in man["parts"]):

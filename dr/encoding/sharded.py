@@ -12,7 +12,6 @@ give the same embeddings, and the same run, as one.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from dr.dist import all_gather_object, barrier, release_free_memory, world
 from dr.encoding.cache import EmbeddingCache, EntryMeta, Segment, ShardEmbeddings, _release, cache_key
 from dr.encoding.plan import group_batches, length_sorted_batches, rank_batches
 from dr.index import IndexConfig, exact_search, merge_topk, recall_at_k, search_blocks
+from dr.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +81,8 @@ def corpus_lengths(encoder: Encoder, corpus, cache: EmbeddingCache | None = None
         mine = np.concatenate(chunks)
         lengths = np.concatenate(all_gather_object(mine)).astype(np.int32)
         if path is not None and rank == 0:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-            np.save(tmp, lengths, allow_pickle=False)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                np.save(tmp, lengths, allow_pickle=False)
     _LENGTHS.clear()  # one corpus at a time: a miner's corpus, or the evaluation's current one
     _LENGTHS[key] = lengths
     return lengths

@@ -6,9 +6,7 @@ first process scores the runs and writes files; the others get empty metrics.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,8 +16,10 @@ from dr.data.sources import RetrievalSet
 from dr.dist import world
 from dr.eval.measures import per_query_values, score_run
 from dr.eval.perquery import write_per_query
-from dr.eval.runs import Run, write_trec_run
+from dr.eval.runs import write_trec_run
+from dr.io import atomic_write_json
 from dr.retrievers import Retriever, retrieve_run
+from dr.types import Run
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +69,7 @@ class Evaluator:
 
 
 def write_json(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, obj)
 
 
 def format_table(metrics: dict[str, dict[str, float]]) -> str:

@@ -9,12 +9,12 @@ evaluator input at once.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 import ir_measures
 
-Run = Mapping[str, Mapping[str, float]]
-Qrels = dict[str, dict[str, int]]
+from dr.types import Qrels, Run
+
 CHUNK = 1000
 
 

@@ -4,8 +4,9 @@ The evaluator writes them at the final evaluation; `dr.compare` reads them for p
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from dr.io import atomic_open
 
 PerQuery = dict[str, dict[str, float]]  # {measure: {qid: value}}
 HEADER = "qid\tmeasure\tvalue"
@@ -13,15 +14,11 @@ HEADER = "qid\tmeasure\tvalue"
 
 def write_per_query(values: PerQuery, path: str | Path) -> None:
     """One line per (query, measure), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         f.write(HEADER + "\n")
         for measure, by_qid in values.items():
             for qid, value in by_qid.items():
                 f.write(f"{qid}\t{measure}\t{value!r}\n")
-    os.replace(tmp, path)
 
 
 def read_per_query(path: str | Path) -> PerQuery:

@@ -6,13 +6,13 @@ the arrays (~84 MB), not seven million dictionary entries.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-Run = Mapping[str, Mapping[str, float]]
+from dr.io import atomic_open
+from dr.types import Run
 
 
 class ArrayRun(Mapping):
@@ -42,15 +42,11 @@ def run_from_search(qids: Sequence[str], scores: np.ndarray, rows: np.ndarray, d
 
 def write_trec_run(run: Run, path: str | Path, tag: str) -> None:
     """`qid Q0 docid rank score tag`, best first, written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for qid, docs in run.items():
             ranked = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
             for rank, (docid, score) in enumerate(ranked, start=1):
                 f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
-    os.replace(tmp, path)
 
 
 def read_trec_run(path: str | Path) -> Run:

@@ -16,6 +16,8 @@ from typing import Literal
 import numpy as np
 
 from dr.index._faiss import faiss
+from dr.io import atomic_path
+
 logger = logging.getLogger(__name__)
 
 
@@ -79,11 +81,9 @@ class DenseIndex:
     def save(self, path: str | Path) -> None:
         """Write the (CPU copy of the) index atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         cpu = faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
-        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-        faiss.write_index(cpu, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            faiss.write_index(cpu, str(tmp))
 
     def _apply_search_params(self, index: faiss.Index) -> None:
         if self.on_gpu:

@@ -25,8 +25,9 @@ from dr.encoding.cache import EmbeddingCache, ShardEmbeddings
 from dr.encoding.sharded import EncodeStats, encode_corpus, encode_texts, search
 from dr.eval.runs import ArrayRun
 from dr.index import IndexConfig
-from dr.mining.select import Run, select_negatives
+from dr.mining.select import select_negatives
 from dr.models.dual_encoder import DualEncoder
+from dr.types import Run
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,7 @@ from typing import Literal
 
 import numpy as np
 
-Run = dict[str, dict[str, float]]
-Qrels = dict[str, dict[str, int]]
-Negatives = dict[str, list[str]]
+from dr.types import Negatives, Qrels, Run
 
 
 def select_negatives(

@@ -4,8 +4,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from dr.data.sources import RetrievalSet
-
-Negatives = dict[str, list[str]]
+from dr.types import Negatives
 
 
 class NegativesSource(Protocol):

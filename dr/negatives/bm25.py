@@ -9,8 +9,8 @@ import numpy as np
 
 from dr.data.sources import RetrievalSet
 from dr.mining.select import select_negatives
-from dr.negatives import Negatives
 from dr.retrievers.bm25 import BM25Retriever
+from dr.types import Negatives
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ once into a memory-mapped table (`dr.data.id_lists`) shared by every process and
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -17,10 +16,19 @@ import numpy as np
 from dr.data.errors import DataFormatError, ReadPolicy
 from dr.data.id_lists import IdLists, arrays_from_lists, decode, read_tsv_fast
 from dr.data.lines import read_jsonl, read_tsv
-from dr.data.prepared import (cache_root, encode_ids, file_key, find_ids, prepare_once, read_json, save_arrays,
-                              write_json)
+from dr.data.prepared import (
+    cache_root,
+    encode_ids,
+    file_key,
+    find_ids,
+    prepare_once,
+    read_json,
+    save_arrays,
+    write_json,
+)
 from dr.data.sources import RetrievalSet
-from dr.negatives import Negatives
+from dr.io import atomic_open
+from dr.types import Negatives
 
 logger = logging.getLogger(__name__)
 _SHOWN = 5  # ids quoted in a message: enough to see a format mismatch, short enough to read
@@ -49,13 +57,9 @@ def read_negatives(path: str | Path, policy: ReadPolicy) -> tuple[Negatives, dic
 
 def write_negatives(path: str | Path, negatives: Negatives) -> None:
     """TSV `qid<TAB>pid pid ...`, written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for qid, negs in negatives.items():
             f.write(f"{qid}\t{' '.join(negs)}\n")
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -36,7 +36,7 @@ from dr.data.corpus import CorpusStore
 from dr.data.errors import DataFormatError, ReadPolicy
 from dr.data.lines import read_tsv
 from dr.data.sources import RetrievalSet
-from dr.negatives import Negatives
+from dr.types import Negatives
 
 logger = logging.getLogger(__name__)
 TriplesFormat = Literal["auto", "ids", "texts"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from torch import nn
 from dr.index import IndexConfig
 from dr.index._faiss import faiss
 from dr.index.faiss_index import DenseIndex, gpu_count, place_index
+from dr.io import atomic_path, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -192,11 +192,11 @@ class ProductQuantizer(nn.Module):
         path = directory / name
         write_index_atomic(self.sync(), path)
         stem = path.with_suffix("")
-        _write_text_atomic(stem.with_suffix(".docids"), "".join(f"{d}\n" for d in self.docids))
+        atomic_write_text(stem.with_suffix(".docids"), "".join(f"{d}\n" for d in self.docids))
         meta = {"docids": stem.with_suffix(".docids").name, "corpus_fingerprint": self.corpus_fingerprint,
                 "subvectors": self.M, "bits": int(self.ivf.pq.nbits), "opq": self.rotation is not None,
                 "metric": "ip", "ntotal": len(self.docids), "bytes": index_bytes(self.cpu_index)}
-        _write_text_atomic(stem.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+        atomic_write_json(stem.with_suffix(".json"), meta)
         return path
 
 
@@ -221,15 +221,8 @@ def index_bytes(index: faiss.Index) -> int:
 
 
 def write_index_atomic(index: faiss.Index, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
 
 
 def _rotation(index: faiss.Index) -> torch.Tensor | None:

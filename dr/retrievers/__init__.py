@@ -5,7 +5,7 @@ from typing import Protocol
 
 from dr.data.sources import RetrievalSet
 from dr.dist import local_only, world
-from dr.eval.runs import Run
+from dr.types import Run
 
 
 class Retriever(Protocol):

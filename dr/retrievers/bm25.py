@@ -19,7 +19,8 @@ import numpy as np
 from dr.data.corpus import CorpusStore
 from dr.data.prepared import cache_root, prepare_once, text_key
 from dr.data.sources import RetrievalSet
-from dr.eval.runs import Run, run_from_search
+from dr.eval.runs import run_from_search
+from dr.types import Run
 
 logger = logging.getLogger(__name__)
 _INDEX_VERSION = 1  # bump when what a saved index holds changes

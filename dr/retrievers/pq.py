@@ -15,13 +15,14 @@ import numpy as np
 
 from dr.data.sources import RetrievalSet
 from dr.encoding.cache import EmbeddingCache
-from dr.eval.runs import Run, run_from_search
+from dr.eval.runs import run_from_search
 from dr.index import IndexConfig
 from dr.index._faiss import faiss
 from dr.index.faiss_index import place_index
 from dr.models.dual_encoder import DualEncoder
 from dr.quantizer.pq import ProductQuantizer, load_pq_index
 from dr.retrievers.dense import DenseRetriever
+from dr.types import Run
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import logging
 from dataclasses import dataclass
 
 from dr.data.sources import RetrievalSet
-from dr.eval.runs import Run
 from dr.models.cross_encoder import CrossEncoder
 from dr.retrievers import Retriever
+from dr.types import Run
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,10 @@ from dr.data.sources import RetrievalSet
 from dr.dist import broadcast_object
 from dr.eval.evaluator import Evaluator, format_table, write_json
 from dr.index import IndexConfig
+from dr.io import atomic_path
 from dr.mining.miner import Miner
-from dr.models.dual_encoder import DualEncoder
 from dr.models.cross_encoder import CrossEncoder
+from dr.models.dual_encoder import DualEncoder
 from dr.models.export import export_encoder, export_ranker
 from dr.report import METRICS_FILE, append_jsonl, metrics_records
 from dr.retrievers.dense import DenseRetriever
@@ -142,9 +143,8 @@ class EvalCallback:
         value = metrics[self.dev_set.name][self.select_metric]
         if trainer.state.best_metric is None or value > trainer.state.best_metric:
             trainer.state.best_metric, trainer.state.best_step = value, trainer.state.step
-            tmp = self.out_dir / ".best.safetensors.tmp"
-            save_model(trainer.objective, str(tmp))
-            os.replace(tmp, self.out_dir / "best.safetensors")
+            with atomic_path(self.out_dir / "best.safetensors") as tmp:
+                save_model(trainer.objective, str(tmp))
             name = f"{self.dev_set.name}.tsv"
             os.replace(latest / name, self.out_dir / "perquery" / name)
 

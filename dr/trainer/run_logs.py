@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
+from dr.io import atomic_write_bytes
 from dr.report import METRICS_FILE
 
 logger = logging.getLogger(__name__)
@@ -62,9 +62,7 @@ def keep_lines(path: Path, lines: int | None) -> None:
         return
     if end == len(data):
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data[:end])
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data[:end])
     logger.info("%s: dropped %d line(s) that the resumed run writes again", path,
                 data[end:].count(b"\n") + (not data.endswith(b"\n")))
 
