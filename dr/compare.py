@@ -75,8 +75,8 @@ def load_per_query(path: Path, set_name: str, measure: str = "nDCG@10") -> PerQu
         return None
     from dr.data.errors import ReadPolicy
     from dr.data.qrels import read_qrels
+    from dr.data.runs import read_trec_run
     from dr.eval.measures import per_query
-    from dr.eval.runs import read_trec_run
 
     qrels = read_qrels(source[0], ReadPolicy(strict=True))
     return {measure: per_query(read_trec_run(trec), qrels, measure, source[1])}

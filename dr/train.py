@@ -23,12 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import get_linear_schedule_with_warmup
 
 from dr.config import CONFIG_DIR, eval_set_names, register_resolvers
-from dr.dist import all_gather_object, local_only
-from dr.data.dev import dev_set
 from dr.data.groups import GroupSchedule, split_dev
 from dr.data.tas import TasConfig, TasSchedule
 from dr.data.teacher import read_teacher_scores
+from dr.dist import all_gather_object, local_only
 from dr.encoding.cache import EmbeddingCache, reused_from_earlier_runs
+from dr.eval.dev import dev_set
 from dr.eval.evaluator import Evaluator, write_json
 from dr.index import IndexConfig, kmeans_assign
 from dr.mining.miner import Miner

@@ -1,7 +1,7 @@
 """The shapes that cross package boundaries, named once.
 
     Qrels      {qid: {docid: grade}}               judgments (BEIR / TREC layout)
-    Run        {qid: {docid: score}}               a ranking; dr.eval.runs.ArrayRun is one, read lazily
+    Run        {qid: {docid: score}}               a ranking; dr.data.runs.ArrayRun is one, read lazily
     Negatives  {qid: [docid, ...]}                 mined or given negatives, best first
 """
 from __future__ import annotations

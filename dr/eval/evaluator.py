@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dr.data.runs import write_trec_run
 from dr.data.sources import RetrievalSet
 from dr.dist import world
 from dr.eval.measures import per_query_values, score_run
 from dr.eval.perquery import write_per_query
-from dr.eval.runs import write_trec_run
 from dr.io import atomic_write_json
 from dr.retrievers import Retriever, retrieve_run
 from dr.types import Run

@@ -19,11 +19,11 @@ from typing import Literal
 
 import numpy as np
 
+from dr.data.runs import ArrayRun
 from dr.data.sources import RetrievalSet
 from dr.dist import all_gather_object, world
 from dr.encoding.cache import EmbeddingCache, ShardEmbeddings
 from dr.encoding.sharded import EncodeStats, encode_corpus, encode_texts, search
-from dr.eval.runs import ArrayRun
 from dr.index import IndexConfig
 from dr.mining.select import select_negatives
 from dr.models.dual_encoder import DualEncoder

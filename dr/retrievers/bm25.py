@@ -18,8 +18,8 @@ import numpy as np
 
 from dr.data.corpus import CorpusStore
 from dr.data.prepared import cache_root, prepare_once, text_key
+from dr.data.runs import run_from_search
 from dr.data.sources import RetrievalSet
-from dr.eval.runs import run_from_search
 from dr.types import Run
 
 logger = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from dr.data.corpus import CorpusStore
+from dr.data.runs import run_from_search
 from dr.data.sources import RetrievalSet
 from dr.dist import all_gather_object, world
 from dr.encoding.cache import EmbeddingCache, ShardEmbeddings
 from dr.encoding.sharded import EncodeStats, corpus_matrix, encode_corpus, encode_texts, search
-from dr.eval.runs import run_from_search
 from dr.index import IndexConfig, build_block_index
 from dr.models.dual_encoder import DualEncoder
 from dr.types import Run

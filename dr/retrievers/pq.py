@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dr.data.runs import run_from_search
 from dr.data.sources import RetrievalSet
 from dr.encoding.cache import EmbeddingCache
-from dr.eval.runs import run_from_search
 from dr.index import IndexConfig
 from dr.index._faiss import faiss
 from dr.index.faiss_index import place_index

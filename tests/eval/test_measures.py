@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
+from dr.data.runs import run_from_search, write_trec_run
 from dr.eval.measures import per_query, score_run
-from dr.eval.runs import run_from_search, write_trec_run
 
 QRELS = {"q1": {"a": 1, "b": 0, "c": 1}, "q2": {"x": 2, "y": 1}, "q3": {"z": 1}}
 RUN = {
@@ -73,8 +73,8 @@ def test_chunked_scoring_equals_one_pass_and_array_runs_act_as_dicts(monkeypatch
     import ir_measures
     import numpy as np
 
+    from dr.data.runs import ArrayRun
     from dr.eval import measures as M
-    from dr.eval.runs import ArrayRun
 
     rng = np.random.default_rng(0)
     docids = np.array([f"d{i}" for i in range(30)])
