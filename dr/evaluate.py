@@ -55,7 +55,7 @@ def build_retriever(cfg: DictConfig):
 def _with_encoder(retriever: functools.partial, cfg: DictConfig):
     """A dense retriever gets the encoder and the embedding cache."""
     encoder = build_encoder(instantiate(cfg.model, _convert_="all"))
-    cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
+    cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings", dtype=cfg.cache_dtype) if cfg.cache_embeddings else None
     return retriever(encoder=encoder, cache=cache)
 
 

@@ -96,7 +96,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     encoder = DualEncoder(encoder_cfg) if ranker_cfg is None else CrossEncoder(ranker_cfg)
     if tcfg.gradient_checkpointing:
         _enable_gradient_checkpointing(encoder)
-    cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings") if cfg.cache_embeddings else None
+    cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings", dtype=cfg.cache_dtype) if cfg.cache_embeddings else None
     objective = _build_objective(cfg, tcfg, encoder, loss, train_set, train_qids, cache, accelerator, out_dir)
     head_lr = objective_cfg.head_lr if isinstance(objective_cfg, RankerObjectiveConfig) else None
     centroids = ((objective.config.centroid_lr, objective.config.centroid_weight_decay)
@@ -330,7 +330,8 @@ def _build_miner(cfg: DictConfig, encoder_cfg, accelerator: Accelerator) -> tupl
     if cfg.get("negatives") is not None:
         raise ValueError("choose one source of hard negatives: negatives=... or miner=..., not both")
     miner_cfg = instantiate(cfg.miner, _convert_="all")
-    cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings", memory_entries=0) if cfg.cache_embeddings else None
+    cache = (EmbeddingCache(Path(cfg.cache_dir) / "embeddings", memory_entries=0, dtype=cfg.cache_dtype)
+             if cfg.cache_embeddings else None)
     mining_encoder = None
     if miner_cfg.model:  # never trained
         mining_encoder = DualEncoder(dataclasses.replace(encoder_cfg, name_or_path=miner_cfg.model, shared=True))

@@ -126,3 +126,14 @@ def test_reused_counts_only_encodings_an_earlier_process_wrote(tmp_path):
     other = cache_mod.EmbeddingCache(tmp_path / "emb")
     assert other.open(earlier) is not None  # another instance, same entry: still one encoding saved
     assert cache_mod.reused_from_earlier_runs() == before + 1
+
+
+def test_cache_dtype_float16_writes_half_size_parts(tiny_model, tiny_data_dir, tmp_path):
+    env = {"DR_DATA_DIR": str(tiny_data_dir), "DR_CACHE": str(tmp_path / "cache")}
+    proc = _run([f"model.name_or_path={tiny_model}", "model.show_progress=false", "cache_dtype=float16",
+                 "eval_sets=[scifact-test]", f"hydra.run.dir={tmp_path / 'eval'}"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parts = list((tmp_path / "cache" / "embeddings").rglob("part-*.emb.npy"))
+    assert parts and all(np.load(p, mmap_mode="r").dtype == np.float16 for p in parts)
+    assert all(json.loads(m.read_text())["dtype"] == "float16"
+               for m in (tmp_path / "cache" / "embeddings").rglob("manifest.json"))
