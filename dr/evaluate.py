@@ -23,7 +23,8 @@ from dr.config import CONFIG_DIR, eval_set_names, register_resolvers
 from dr.data.sources import RetrievalSet
 from dr.dist import all_gather_object, init_from_env, peak_rss_mb, world
 from dr.encoding.cache import EmbeddingCache, reused_from_earlier_runs
-from dr.eval.evaluator import Evaluator, format_table, write_json
+from dr.eval.evaluator import Evaluator, format_table
+from dr.io import atomic_write_json
 from dr.models.cross_encoder import CrossEncoder
 from dr.models.standin import build_encoder
 from dr.retrievers.dense import DenseRetriever
@@ -79,7 +80,7 @@ def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
                        else float("nan"), cache_hits=stats[0].cache_hits,
                        passages_encoded_per_process=[s.passages for s in stats])
     if rank == 0:
-        write_json(out_dir / "timings.json", timings)
+        atomic_write_json(out_dir / "timings.json", timings)
         print(format_table(metrics))
         print(f"metrics: {out_dir / 'metrics.json'}  runs: {out_dir / 'runs'}  timings: {json.dumps(timings)}")
     return metrics

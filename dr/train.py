@@ -29,7 +29,8 @@ from dr.data.teacher import read_teacher_scores
 from dr.dist import all_gather_object, local_only
 from dr.encoding.cache import EmbeddingCache, reused_from_earlier_runs
 from dr.eval.dev import dev_set
-from dr.eval.evaluator import Evaluator, write_json
+from dr.eval.evaluator import Evaluator
+from dr.io import atomic_write_json
 from dr.index import IndexConfig, kmeans_assign
 from dr.mining.miner import Miner
 from dr.models.cross_encoder import CrossEncoder, CrossEncoderConfig
@@ -371,7 +372,7 @@ def main(cfg: DictConfig) -> dict:
     wall = time.perf_counter() - start
     if trainer.accelerator.is_main_process:
         refresh_s = sum(r["total_s"] for r in trainer.refreshes)
-        write_json(out_dir / "timings.json", {"wall_s": wall, "steps": trainer.state.step,
+        atomic_write_json(out_dir / "timings.json", {"wall_s": wall, "steps": trainer.state.step,
                                               "world_size": trainer.accelerator.num_processes,
                                               "refreshes": len(trainer.refreshes), "refresh_s": refresh_s,
                                               "train_loop_s": trainer.loop_s,

@@ -64,12 +64,8 @@ class Evaluator:
                 values = per_query_values(run, eval_set.qrels, self.measures, eval_set.rel_level)
                 write_per_query(values, Path(per_query_dir) / f"{eval_set.name}.tsv")
         if out_dir is not None and world()[0] == 0:
-            write_json(Path(out_dir) / "metrics.json", metrics)
+            atomic_write_json(Path(out_dir) / "metrics.json", metrics)
         return metrics
-
-
-def write_json(path: Path, obj: object) -> None:
-    atomic_write_json(path, obj)
 
 
 def format_table(metrics: dict[str, dict[str, float]]) -> str:

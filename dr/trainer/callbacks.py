@@ -14,9 +14,9 @@ from safetensors.torch import load_model, save_model
 
 from dr.data.sources import RetrievalSet
 from dr.dist import broadcast_object
-from dr.eval.evaluator import Evaluator, format_table, write_json
+from dr.eval.evaluator import Evaluator, format_table
 from dr.index import IndexConfig
-from dr.io import atomic_path
+from dr.io import atomic_path, atomic_write_json
 from dr.mining.miner import Miner
 from dr.models.cross_encoder import CrossEncoder
 from dr.models.dual_encoder import DualEncoder
@@ -127,7 +127,7 @@ class EvalCallback:
             sets = ([self.dev_set] if self.dev_set else []) + list(self.test_sets)
             metrics = self._evaluate(trainer, sets, "zero-shot")
             if trainer.accelerator.is_main_process:
-                write_json(self.out_dir / "zero_shot_metrics.json", metrics)
+                atomic_write_json(self.out_dir / "zero_shot_metrics.json", metrics)
 
     def on_step_end(self, trainer, logs: dict) -> None:
         step = trainer.state.step
@@ -169,7 +169,7 @@ class EvalCallback:
         if trainer.accelerator.is_main_process:
             dev = [r for r in trainer.state.history if r["tag"] == "dev" and r["step"] == trainer.state.best_step]
             final = {**(dev[-1]["metrics"] if dev else {}), **metrics}
-            write_json(self.out_dir / "metrics.json", final)
+            atomic_write_json(self.out_dir / "metrics.json", final)
             model = trainer.objective.encoder
             if isinstance(model, CrossEncoder):
                 export_ranker(model, self.out_dir / "export")
