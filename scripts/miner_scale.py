@@ -41,7 +41,7 @@ def child(passages: int, dim: int, queries: int, depth: int, shards: int, factor
         t_index, t_search = 0.0, time.perf_counter() - start  # an index is built inside the search
         parts.append((s, r))
         index_s, search_s = index_s + t_index, search_s + t_search
-        del emb
+        emb = None  # this shard's block is freed before the next one is generated
         peak_mb = max(peak_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     start = time.perf_counter()
     scores, merged = merge_topk(parts, depth)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from dr.compare import TESTS, RunResult, compare, load_per_query, significance_marks
 from dr.docs import describe_machine, format_duration, invocation, machine, today, write_block
-from dr.eval.perquery import PerQuery, read_per_query
+from dr.eval.perquery import PerQuery
 from dr.report import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import socket
 import uuid
-from pathlib import Path
 from typing import NamedTuple
 
 import pytest

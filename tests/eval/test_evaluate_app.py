@@ -13,7 +13,6 @@ import pytest
 from dr.data.sources import beir_set
 from dr.encoding.cache import EmbeddingCache
 from dr.eval.evaluator import Evaluator
-from dr.eval.measures import score_run
 from dr.models.dual_encoder import DualEncoder, EncoderConfig
 from dr.retrievers.dense import DenseRetriever
 
