@@ -21,23 +21,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from dr.data.prepared import encode_ids, find_id, find_ids, load_arrays
+from dr.data.prepared import ArrayTable, encode_ids, find_id, find_ids
 from dr.data.teacher_table import ranges, sorted_codes
 
 COLUMNS = ("qids", "start", "items", "pids", "line")
 Arrays = dict[str, np.ndarray]
 
 
-class IdLists:
+class IdLists(ArrayTable):
     """Read-only lookups over the prepared arrays."""
 
-    def __init__(self, arrays: Arrays) -> None:
-        for name in COLUMNS:
-            setattr(self, name, arrays[name])
-
-    @classmethod
-    def load(cls, directory: Path) -> IdLists:
-        return cls(load_arrays(directory, COLUMNS))
+    COLUMNS = COLUMNS
 
     def __len__(self) -> int:
         return len(self.qids)

@@ -77,6 +77,20 @@ def load_arrays(directory: Path, names: Iterable[str]) -> dict[str, np.ndarray]:
     return {name: np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in names}
 
 
+class ArrayTable:
+    """Read-only lookups over prepared arrays: one attribute per name in `COLUMNS` (set by subclasses)."""
+
+    COLUMNS: tuple[str, ...] = ()
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        for name in self.COLUMNS:
+            setattr(self, name, arrays[name])
+
+    @classmethod
+    def load(cls, directory: Path):
+        return cls(load_arrays(directory, cls.COLUMNS))
+
+
 def write_json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, indent=1, sort_keys=True))
 

@@ -21,23 +21,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from dr.data.prepared import NpyAppender, encode_ids, find_id, find_ids, load_arrays, save_arrays
+from dr.data.prepared import ArrayTable, NpyAppender, encode_ids, find_id, find_ids, save_arrays
 
 COLUMNS = ("qids", "pids", "q_start", "row_pid", "row_score", "pair_start", "pair_pos", "pair_neg")
 _CHUNK_LINES = 1_000_000  # lines sorted at once: bounds the temporaries (about 200 bytes a line)
 Arrays = dict[str, np.ndarray]
 
 
-class TeacherTable:
+class TeacherTable(ArrayTable):
     """Read-only lookups over the prepared arrays."""
 
-    def __init__(self, arrays: Arrays) -> None:
-        for name in COLUMNS:
-            setattr(self, name, arrays[name])
-
-    @classmethod
-    def load(cls, directory: Path) -> TeacherTable:
-        return cls(load_arrays(directory, COLUMNS))
+    COLUMNS = COLUMNS
 
     @property
     def n_rows(self) -> int:
