@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import faiss
-import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -35,7 +34,7 @@ from dr.encoding.cache import EmbeddingCache
 from dr.eval.evaluator import Evaluator
 from dr.index import IndexConfig, build_index
 from dr.models.dual_encoder import DualEncoder, EncoderConfig
-from dr.quantizer.pq import index_bytes
+from dr.index.pq import index_bytes
 from dr.retrievers.dense import DenseRetriever
 from dr.retrievers.pq import PQRetriever
 

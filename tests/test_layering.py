@@ -1,5 +1,5 @@
-"""Package layering: the import graph between dr's packages (and top-level modules) has no cycles but one,
-closed by a single edge that the objectives refactor (issue 20) removes.
+"""Package layering: the import graph between dr's packages (and top-level modules) has no cycles, and the
+objectives sit above the trainer's parts and below the composition root (dr.train).
 
 Every `import dr.X` / `from dr.X... import` anywhere in a module counts, inside functions too: an import
 deferred into a function is still a dependency.
@@ -11,11 +11,6 @@ from collections import defaultdict
 from pathlib import Path
 
 DR = Path(__file__).resolve().parents[1] / "dr"
-
-# quantizer/objective.py's JPQObjective inherits trainer/adore.py's AdoreObjective, while the trainer reaches
-# the quantizer through eval -> retrievers -> quantizer (and negatives -> retrievers); both objectives move
-# into one package of their own. That edge is the only one allowed to close a cycle.
-KNOWN_EDGE = ("quantizer", "trainer")
 
 
 def package_graph(root: Path = DR) -> dict[str, set[str]]:
@@ -82,5 +77,21 @@ def test_no_import_cycle_between_packages():
     graph = package_graph()
     assert {"data", "eval", "retrievers", "index", "train"} <= set(graph)  # the walk found the packages
     assert "retrievers" not in graph["data"] and "retrievers" in graph["eval"]  # data < retrievers < eval
-    graph[KNOWN_EDGE[0]].discard(KNOWN_EDGE[1])
     assert cycles(graph) == []
+
+
+def test_objectives_layer():
+    """The trainer loop knows objectives only through their interface (no import of dr.objectives), and
+    faiss is imported only inside dr.index."""
+    graph = package_graph()
+    assert "objectives" not in graph["trainer"] and "objectives" in graph["train"]
+    for path in DR.rglob("*.py"):
+        if path.relative_to(DR).parts[0] == "index":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for n in ast.walk(tree):
+            names = ([n.module or ""] if isinstance(n, ast.ImportFrom) else
+                     [a.name for a in n.names] if isinstance(n, ast.Import) else [])
+            names += [a.name for a in n.names] if isinstance(n, ast.ImportFrom) else []
+            assert not any(x == "faiss" or x.startswith("faiss.") or x == "dr.index._faiss" for x in names), \
+                f"{path.relative_to(DR)} imports faiss outside dr.index"

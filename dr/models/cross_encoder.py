@@ -71,6 +71,9 @@ class CrossEncoder(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(**batch).logits.squeeze(-1)  # (N,)
 
+    def gradient_checkpointing_enable(self) -> None:
+        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     @torch.inference_mode()
     def score(self, queries: Sequence[str], passages: Sequence[str], desc: str = "pairs") -> np.ndarray:
         """(N,) logits of the N (query, passage) pairs, in batches of similar length (longest first)."""

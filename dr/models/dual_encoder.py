@@ -147,6 +147,13 @@ class DualEncoder(nn.Module):
         """(B, H) queries x (M, H) passages -> (B, M) similarities divided by the temperature."""
         return q @ p.T / self.config.temperature
 
+    def gradient_checkpointing_enable(self) -> None:
+        """Non-reentrant: a shared tower is used twice per step, which reentrant checkpointing under DDP
+        rejects ("mark a variable ready only once")."""
+        towers = {id(self.query_model): self.query_model, id(self.passage_model): self.passage_model}
+        for tower in towers.values():
+            tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     def encode_queries(self, texts: Sequence[str], desc: str = "queries") -> np.ndarray:
         return self._encode("query", texts, desc)
 

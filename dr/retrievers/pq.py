@@ -17,10 +17,9 @@ from dr.data.runs import run_from_search
 from dr.data.sources import RetrievalSet
 from dr.encoding.cache import EmbeddingCache
 from dr.index import IndexConfig
-from dr.index._faiss import faiss
 from dr.index.faiss_index import place_index
+from dr.index.pq import ProductQuantizer, load_pq_index, recode
 from dr.models.dual_encoder import DualEncoder
-from dr.quantizer.pq import ProductQuantizer, load_pq_index
 from dr.retrievers.dense import DenseRetriever
 from dr.types import Run
 
@@ -43,21 +42,19 @@ class PQRetriever:
         if (self.index_path is None) == (self.quantizer is None):
             raise ValueError("PQRetriever needs exactly one of index_path (an exported index) or quantizer")
 
-    def _index(self) -> tuple[faiss.Index, list[str], str]:
+    def _index(self) -> tuple[object, list[str], str]:
         if self.quantizer is not None:
             return self.quantizer.sync(), self.quantizer.docids, self.quantizer.corpus_fingerprint
         return load_pq_index(self.index_path)
 
-    def index_for(self, eval_set: RetrievalSet) -> tuple[faiss.Index, np.ndarray]:
+    def index_for(self, eval_set: RetrievalSet) -> tuple[object, np.ndarray]:
         """The index to search for `eval_set`'s corpus and its row -> docid array."""
         index, docids, fingerprint = self._index()
         corpus = eval_set.corpus
         if corpus.fingerprint == fingerprint:
             return index, np.asarray(docids, dtype=object)
         emb = DenseRetriever(self.encoder, cache=self.cache).corpus_matrix(corpus)
-        coded = faiss.clone_index(index)
-        coded.reset()
-        coded.add(np.ascontiguousarray(emb, dtype=np.float32))
+        coded = recode(index, emb)
         logger.info("coded %d passages of %s with the index's rotation and centroids", coded.ntotal, corpus.source)
         return coded, corpus.ids[corpus.active_rows]
 

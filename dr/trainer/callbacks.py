@@ -1,4 +1,6 @@
-"""Periodic work keyed on the global step: logging, evaluation with model selection, checkpoints."""
+"""Periodic work keyed on the global step: logging, evaluation with model selection, the export,
+checkpoints, miner refreshes. The trainer dispatches every event to every callback; `Callback` has a
+no-op for each, so a callback defines only the events it handles."""
 from __future__ import annotations
 
 import json
@@ -30,8 +32,28 @@ logger = logging.getLogger(__name__)
 REFRESH_COSTS = ("total_s", "encode_s", "query_s", "index_s", "search_s")
 
 
+class Callback:
+    """The events of a training run, in order: on_train_begin; per step on_step_begin, (on_refresh when the
+    miner refreshed), on_step_end; on_train_end."""
+
+    def on_train_begin(self, trainer) -> None:
+        pass
+
+    def on_step_begin(self, trainer) -> None:
+        pass
+
+    def on_refresh(self, trainer, record: dict) -> None:
+        pass
+
+    def on_step_end(self, trainer, logs: dict) -> None:
+        pass
+
+    def on_train_end(self, trainer) -> None:
+        pass
+
+
 @dataclass
-class LogCallback:
+class LogCallback(Callback):
     """`train_log.jsonl` (one line per logged step) and TensorBoard scalars when available."""
 
     out_dir: Path
@@ -73,9 +95,10 @@ class LogCallback:
 
 
 @dataclass
-class EvalCallback:
+class EvalCallback(Callback):
     """Dev evaluation every `every` steps and at the end; the best dev `select_metric` picks the model
-    that the test sets and the export see (test sets are never used for selection)."""
+    that the test sets and the export (ExportCallback, after this one) see (test sets are never used for
+    selection)."""
 
     out_dir: Path
     evaluator: Evaluator
@@ -86,8 +109,6 @@ class EvalCallback:
     zero_shot: bool = False
     select_metric: str = "nDCG@10"
     final: dict = field(default_factory=dict)
-    export_index: IndexConfig | None = None  # with `export_corpus`: also export this faiss index of its corpus
-    export_corpus: RetrievalSet | None = None
     started: float | None = None  # perf_counter at train begin (set then when None): metrics.jsonl's elapsed_s
 
     def _evaluate(self, trainer, sets: Sequence[RetrievalSet], tag: str,
@@ -163,41 +184,52 @@ class EvalCallback:
                 load_model(trainer.objective, str(best))
         metrics = (self._evaluate(trainer, list(self.test_sets), "test", self.out_dir / "perquery")
                    if self.test_sets else {})
-        extras = [getattr(trainer.objective, "export_files", None)]  # an objective's files (JPQ: its index)
-        if self.export_corpus is not None:  # every process: the corpus is encoded in shards
-            extras.append(self.retriever.index_writer(self.export_corpus.corpus, self.export_index or IndexConfig()))
         if trainer.accelerator.is_main_process:
             dev = [r for r in trainer.state.history if r["tag"] == "dev" and r["step"] == trainer.state.best_step]
             final = {**(dev[-1]["metrics"] if dev else {}), **metrics}
             atomic_write_json(self.out_dir / "metrics.json", final)
-            model = trainer.objective.encoder
-            if isinstance(model, CrossEncoder):
-                export_ranker(model, self.out_dir / "export")
-            else:
-                export_encoder(model, self.out_dir / "export", _all_of(extras))
             self.final = final
             print(format_table(final))
 
 
-def _all_of(writers: list) -> Callable[[Path], None] | None:
-    """One writer that runs every given (non-None) writer on the export directory."""
-    writers = [w for w in writers if w is not None]
-    if not writers:
-        return None
+@dataclass
+class ExportCallback(Callback):
+    """At the end (after EvalCallback has reloaded the dev-best model): RUN/export/, the trained model in
+    Hugging Face / sentence-transformers layout with the objective's own files (`export_files`: JPQ's
+    index, AR2's ranker) and, with `index_corpus`, the passage tower's faiss index of that eval set."""
+
+    out_dir: Path
+    retriever: DenseRetriever | None = None  # writes the export index (index_corpus)
+    index: IndexConfig | None = None
+    index_corpus: RetrievalSet | None = None
+
+    def on_train_end(self, trainer) -> None:
+        objective = trainer.objective
+        writers = [objective.export_files]
+        if self.index_corpus is not None:  # every process: the corpus is encoded in shards
+            writers.append(self.retriever.index_writer(self.index_corpus.corpus, self.index or IndexConfig()))
+        if not trainer.accelerator.is_main_process:
+            return
+        model = objective.encoder
+        if isinstance(model, CrossEncoder):
+            export_ranker(model, self.out_dir / "export")
+        else:
+            export_encoder(model, self.out_dir / "export", _all_of(writers))
+
+
+def _all_of(writers: list) -> Callable[[Path], None]:
+    """One writer that runs every given writer on the export directory."""
     return lambda directory: [w(directory) for w in writers] and None
 
 
 @dataclass
-class MinerCallback:
+class MinerCallback(Callback):
     """Mines new negatives before each step the miner's schedule names (every process takes part), swaps
     them into the batch schedule, and records the cost. `encoder`: a fixed model to mine with (STAR's
     warm-up model); None mines with the model being trained."""
 
     miner: Miner
     encoder: DualEncoder | None = None
-
-    def on_train_begin(self, trainer) -> None:
-        pass
 
     def on_step_begin(self, trainer) -> None:
         step = trainer.state.step
@@ -215,19 +247,11 @@ class MinerCallback:
         record = stats.as_dict()
         trainer.refreshes.append(record)
         trainer.pending_logs.update({f"refresh_{k}": record[k] for k in REFRESH_COSTS})
-        for cb in trainer.callbacks:
-            if hasattr(cb, "on_refresh"):
-                cb.on_refresh(trainer, record)
-
-    def on_step_end(self, trainer, logs: dict) -> None:
-        pass
-
-    def on_train_end(self, trainer) -> None:
-        pass
+        trainer.dispatch("on_refresh", record)
 
 
 @dataclass
-class CheckpointCallback:
+class CheckpointCallback(Callback):
     """A checkpoint every `every` steps, the latest `keep` kept. Each also holds the JSON files of `extras`
     (name -> value; the settings compared on resume) and the logs' line counts (`run_logs`)."""
 
@@ -235,9 +259,6 @@ class CheckpointCallback:
     every: int = 0
     keep: int = 2
     extras: dict[str, object] = field(default_factory=dict)
-
-    def on_train_begin(self, trainer) -> None:
-        pass
 
     def on_step_end(self, trainer, logs: dict) -> None:
         if self.every and trainer.state.step % self.every == 0:
@@ -252,6 +273,3 @@ class CheckpointCallback:
                             trainer.scheduler, trainer.negatives, self.keep,
                             extras={**self.extras, LOG_LINES: count_lines(self.out_dir)})
         trainer.accelerator.wait_for_everyone()
-
-    def on_train_end(self, trainer) -> None:
-        pass

@@ -19,7 +19,7 @@ class TrainerConfig:
     mixed_precision: str = "auto"  # auto: bf16 on native-bf16 hardware (dr.models.precision), else fp32
     gradient_checkpointing: bool = False
     grad_cache_chunk: int = 0
-    cross_device: bool = True
+    cross_device: bool | None = None  # None: the objective's default (objective=contrastive: True)
     negatives_per_query: int = 0
     seed: int = 42
     log_every: int = 1

@@ -53,3 +53,29 @@ def _set_rng_state(state: tuple) -> None:
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state_all(state[1])
+
+
+def plain_step(model: torch.nn.Module, objective, accelerator: Accelerator, inputs: dict,
+               grad_accum: int) -> tuple[torch.Tensor, dict]:
+    """The objective's loss on `inputs` through the (DDP-wrapped) `model`, backpropagated / grad_accum."""
+    loss, logs = model(**inputs)
+    accelerator.backward(loss / grad_accum)
+    return loss, logs
+
+
+class GradCache:
+    """Steps an objective that exposes `embed` and `loss_from_embeddings` in chunks of `chunk` texts; the
+    same call as `plain_step`."""
+
+    def __init__(self, chunk: int) -> None:
+        if chunk <= 0:
+            raise ValueError(f"GradCache needs chunk > 0, got {chunk}")
+        self.chunk = chunk
+
+    def __call__(self, model: torch.nn.Module, objective, accelerator: Accelerator, inputs: dict,
+                 grad_accum: int) -> tuple[torch.Tensor, dict]:
+        if not (hasattr(objective, "embed") and hasattr(objective, "loss_from_embeddings")):
+            raise TypeError(f"{type(objective).__name__} has no embed / loss_from_embeddings: GradCache cannot "
+                            "step it (set trainer.grad_cache_chunk=0)")
+        return grad_cache_backward(model, objective, accelerator, inputs["queries"], inputs["passages"], self.chunk,
+                                   scale=1.0 / grad_accum)

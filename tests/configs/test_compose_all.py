@@ -13,7 +13,7 @@ from dr.config import CONFIG_DIR, register_resolvers
 
 register_resolvers()
 ROOT = Path(CONFIG_DIR)
-PRIMARY = ["evaluate", "train", "mine"]
+PRIMARY = ["evaluate", "train", "mine", "score"]
 GROUP_FILES = sorted(p for p in ROOT.rglob("*.yaml") if p.parent != ROOT)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 from safetensors.numpy import load_file
 
 from test_tas_app import run_module
@@ -73,15 +72,3 @@ def test_ar2_phases_refreshes_exports_rerank_and_resume(tiny_model, train_data_d
     assert refresh_steps(resumed) == [3]
     assert [x["ranker_phase"] for x in logged(resumed)] == [0.0, 1.0, 0.0, 0.0]
     np.testing.assert_allclose(losses(resumed), losses(straight)[2:], atol=1e-5, rtol=0)
-
-
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["objective=ar2", "miner=dynamic", "miner.refresh_every=10"], "choose it with ranker="),
-    (["objective=ar2", "ranker=minilm"], "set miner=dynamic"),
-    (["+experiment=ar2", "miner.refresh_every=6"], "miner.refresh_every=6 must be a positive multiple"),
-    (["+experiment=ar2", "negatives=bm25"], "set negatives=null"),
-    (["+experiment=ar2", "miner.model=/some/model"], "set miner.model=null"),
-])
-def test_wrong_ar2_combinations_are_config_errors(tiny_model, train_data_dir, tmp_path, overrides, message):
-    proc = train([*overrides, *base_args(tiny_model, tmp_path / "run")], train_data_dir, tmp_path / "cache")
-    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]

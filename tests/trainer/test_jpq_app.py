@@ -48,13 +48,3 @@ def test_jpq_trains_centroids_and_query_tower_and_exports_a_faiss_index(tiny_mod
     for name in ("scifact-test", "dl19-pool"):
         for measure, value in final[name].items():
             assert abs(again[name][measure] - value) < 1e-9, (name, measure)
-
-
-def test_jpq_config_conflicts_are_clear(tiny_model, train_data_dir, tmp_path):
-    proc = train(["+experiment=jpq", "negatives=bm25", *base_args(tiny_model, tmp_path / "a")],
-                 train_data_dir, tmp_path / "cache")
-    assert proc.returncode != 0 and "retrieves its own negatives from the PQ index" in proc.stderr
-    proc = train(["+experiment=jpq", "model.shared=true", "quantizer.subvectors=8", "quantizer.bits=2",
-                  "quantizer.opq=false",
-                  *base_args(tiny_model, tmp_path / "b")], train_data_dir, tmp_path / "cache")
-    assert proc.returncode != 0 and "set model.shared=false" in proc.stderr

@@ -64,12 +64,3 @@ def test_adore_trains_only_the_query_tower(tiny_model, train_data_dir, tmp_path)
     passage = load_file(str(run / "export" / "passage" / "model.safetensors"))
     changed = lambda tower: any(not np.array_equal(tower[k], start[k]) for k in start if k in tower)
     assert changed(query) and not changed(passage)
-
-
-def test_conflicting_negative_sources_are_config_errors(tiny_model, train_data_dir, tmp_path):
-    proc = train(["+experiment=adore", "miner=dynamic", *base_args(tiny_model, tmp_path / "a")],
-                 train_data_dir, tmp_path / "cache")
-    assert proc.returncode != 0 and "objective=adore retrieves its own negatives" in proc.stderr
-    proc = train(["+experiment=ance", "negatives=bm25", *base_args(tiny_model, tmp_path / "b")],
-                 train_data_dir, tmp_path / "cache")
-    assert proc.returncode != 0 and "negatives=... or miner=..., not both" in proc.stderr

@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from dr.data.groups import Group
 from dr.data.teacher import TeacherScores, read_teacher_scores
 from dr.models.dual_encoder import DualEncoder, EncoderConfig
-from dr.trainer.distill import DistillConfig, DistillObjective
+from dr.objectives.distill import DistillConfig, DistillObjective
 from test_train_app import REPO, base_args, train
 
 
@@ -68,16 +67,6 @@ def test_cross_encoder_score_rerank_and_tas_balanced(tiny_model, train_data_dir,
     assert {"scifact-test", "dl19-pool"} <= set(json.loads((run / "metrics.json").read_text()))
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("sampler=tas_balanced", "sampler=... draws pairs by teacher margin"),
-    ("teacher=scifact", "needs sampler=tas_balanced"),
-])
-def test_teacher_and_sampler_need_each_other(tiny_model, train_data_dir, tmp_path, override, message):
-    proc = train([override, "trainer.max_steps=1", *base_args(tiny_model, tmp_path / "run")], train_data_dir,
-                 tmp_path / "cache")
-    assert proc.returncode != 0 and message in proc.stderr
-
-
 class LengthTeacher:
     def score(self, queries, passages):
         return np.array([float(len(p)) for p in passages], dtype=np.float32)
@@ -92,7 +81,7 @@ def test_inbatch_teacher_scores_the_positive_and_k_sampled_others(tiny_model, ti
     encoder = DualEncoder(EncoderConfig(str(tiny_model), pooling="mean", show_progress=False))
     objective = DistillObjective(encoder, DistillConfig(scores="x", inbatch_pairs_per_query=2), test.corpus,
                                  TeacherScores({}, {}, "x"), LengthTeacher(), seed=0)
-    inputs = objective.inputs(groups)
+    inputs = objective.batch(groups)
     t = inputs["inbatch"].numpy()  # (3, 6)
     texts = test.corpus.texts(test.corpus.rows_of(ids[:6]))
     for i in range(3):
@@ -102,7 +91,7 @@ def test_inbatch_teacher_scores_the_positive_and_k_sampled_others(tiny_model, ti
         assert len(others) == 2 and len(known) == 3  # k others, never its own negative
         for j in known:
             assert t[i, j] == len(texts[j])
-    again = objective.inputs(groups)["inbatch"].numpy()
+    again = objective.batch(groups)["inbatch"].numpy()
     np.testing.assert_array_equal(np.isnan(again), np.isnan(t))  # same batch, same sampled cells
     loss, logs = objective(**inputs)
     assert torch.isfinite(loss) and {"loss_pair", "loss_inbatch"} <= set(logs)
@@ -119,7 +108,7 @@ def test_inbatch_from_file_uses_only_scored_pairs(tiny_model, tiny_data_dir):
     file_scores = TeacherScores({"a": {ids[0]: 3.0, ids[1]: 1.0, ids[3]: 2.0}, "b": {ids[2]: 4.0}}, {}, "x")
     encoder = DualEncoder(EncoderConfig(str(tiny_model), pooling="mean", show_progress=False))
     objective = DistillObjective(encoder, DistillConfig(scores="x"), test.corpus, file_scores, None)
-    t = objective.inputs(groups)["inbatch"].numpy()
+    t = objective.batch(groups)["inbatch"].numpy()
     expected = np.full((2, 4), np.nan, dtype=np.float32)
     expected[0, 0], expected[0, 3], expected[1, 2] = 3.0, 2.0, 4.0
     np.testing.assert_array_equal(t, expected)

@@ -170,7 +170,7 @@ def test_bad_config_value_gives_a_clear_error(tiny_model, train_data_dir, tmp_pa
 
     args = [a for a in base_args(tiny_model, tmp_path / "run") if not a.startswith(("trainer.batch_size", "hydra."))]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["trainer.max_steps=1", *args, override])
+        cfg = compose("train", overrides=["trainer.max_steps=1", "loss=cross_entropy", *args, override])
     from hydra.errors import InstantiationException
 
     # hydra wraps errors raised while instantiating; the message still names the key and the value

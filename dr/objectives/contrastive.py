@@ -10,14 +10,18 @@ W*B*N hard negatives (B queries per process, N hard negatives per query, W proce
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from dr.dist import world
 from dr.losses.registry import LossConfig
 from dr.models.dual_encoder import DualEncoder
+from dr.objectives.base import ConfigError, ObjectiveConfig, Parts, TextObjective
 
 
 def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
@@ -30,14 +34,16 @@ def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-class ContrastiveObjective(nn.Module):
-    """`forward(groups)` -> (loss, logs). With `cross_device=False` each process uses only its own batch."""
+class ContrastiveObjective(TextObjective):
+    """`forward(queries, passages)` -> (loss, logs). With `cross_device=False` each process uses only its
+    own batch. `corpus`: where `batch` finds the passages' texts (None: `batch` is not used)."""
 
-    def __init__(self, encoder: DualEncoder, loss: LossConfig, cross_device: bool = True) -> None:
+    def __init__(self, encoder: DualEncoder, loss: LossConfig, cross_device: bool = True, corpus=None) -> None:
         super().__init__()
         self.encoder = encoder
         self.loss = loss
         self.cross_device = cross_device
+        self.corpus = corpus
 
     def forward(
         self, queries: Sequence[str] | None = None, passages: Sequence[str] | None = None
@@ -68,3 +74,33 @@ class ContrastiveObjective(nn.Module):
             acc = (scores.argmax(dim=1) == targets).float().mean()
         logs = {"loss": float(loss.detach()), "train_acc": float(acc)}
         return loss * world_size, logs
+
+
+@dataclass
+class ContrastiveConfig(ObjectiveConfig):
+    """`objective=contrastive` (the default): the loss of `loss=` (cross_entropy when null) over in-batch
+    negatives and the hard negatives of `negatives=` (static) or `miner=` (mined by a dense model: ANCE,
+    STAR). `ranker=` is read only as the miner's false-negative filter (`miner.fn_ranker_threshold`)."""
+
+    name: ClassVar[str] = "contrastive"
+    uses: ClassVar[frozenset[str]] = frozenset({"loss", "negatives", "miner", "ranker"})
+    grad_cache: ClassVar[bool] = True
+    cross_device: ClassVar[bool] = True
+
+    def check(self, cfg: DictConfig) -> None:
+        if cfg.get("loss") is not None:
+            instantiate(cfg.loss, _convert_="all")  # a loss name that is not registered fails here
+        if cfg.get("negatives") is not None and cfg.get("miner") is not None:
+            raise ConfigError("choose one source of hard negatives: negatives=... or miner=..., not both")
+        threshold = cfg.miner.get("fn_ranker_threshold") if cfg.get("miner") is not None else None
+        if cfg.get("ranker") is not None and threshold is None:
+            raise ConfigError("objective=contrastive reads ranker=... only as the miner's false-negative filter "
+                              "(miner.fn_ranker_threshold): set ranker=null, or objective=ranker to train it")
+        if threshold is not None and cfg.get("ranker") is None:
+            raise ConfigError("miner.fn_ranker_threshold drops candidates a cross-encoder scores above it: "
+                              "choose the cross-encoder with ranker=...")
+
+    def build(self, encoder: DualEncoder, parts: Parts) -> ContrastiveObjective:
+        loss = instantiate(parts.cfg.loss, _convert_="all") if parts.cfg.get("loss") is not None else LossConfig()
+        cross_device = True if parts.trainer.cross_device is None else parts.trainer.cross_device
+        return ContrastiveObjective(encoder, loss, cross_device=cross_device, corpus=parts.train_set.corpus)

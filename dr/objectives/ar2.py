@@ -27,17 +27,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
-from torch import nn
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from dr.losses.adversarial import Reduction, ar2_retriever_loss
 from dr.losses.contrastive import listwise_cross_entropy
 from dr.models.cross_encoder import CrossEncoder
 from dr.models.dual_encoder import DualEncoder
 from dr.models.export import export_ranker
-from dr.ranker.objective import group_logits
+from dr.objectives.base import ConfigError, ObjectiveConfig, Parts, TextObjective, check_positive, param_groups
+from dr.objectives.ranker import group_logits
+from dr.trainer.callbacks import Callback
 
 Phase = Literal["ranker", "retriever"]
 RANKER_EXPORT = "ranker"  # the ranker's Hugging Face export, inside the retriever's export directory
@@ -54,13 +57,22 @@ def phase(step: int, phase_steps: int, retriever_steps: int | None = None) -> Ph
 
 
 @dataclass
-class AR2Config:
-    """`phase_steps`: steps of each ranker phase; `retriever_phase_steps`: steps of each retriever phase
+class AR2Config(ObjectiveConfig):
+    """`objective=ar2`: the retriever (model=...) and the cross-encoder of `ranker=` in turns, on the
+    candidates of `miner=dynamic`. `phase_steps`: steps of each ranker phase; `retriever_phase_steps`: steps of each retriever phase
     (null: `phase_steps`); an iteration is both, and `miner.refresh_every` must be a multiple of it.
     `adv_lambda`: weight of the adversarial term (1 - adv_lambda weighs the distillation term);
     `adv_reduction`: `sum` over the batch's queries as the authors do, or `mean`.
     `ranker_temperature`: divides the ranker's logits in the distillation target (retriever scores use
     the dual encoder's own temperature). `ranker_lr`: the ranker's learning rate (null: trainer.lr)."""
+
+    name: ClassVar[str] = "ar2"
+    uses: ClassVar[frozenset[str]] = frozenset({"ranker", "miner"})
+    requires: ClassVar[dict[str, str]] = {
+        "ranker": "AR2 trains a cross-encoder beside the retriever: choose it with ranker=... "
+                  "(e.g. ranker=scifact_teacher or ranker=minilm)",
+        "miner": "AR2 takes its candidates from the retriever's refreshed index: set miner=dynamic"}
+    two_models: ClassVar[bool] = True  # one of the two models is idle in each step
 
     phase_steps: int = 5
     retriever_phase_steps: int | None = None
@@ -70,18 +82,12 @@ class AR2Config:
     ranker_lr: float | None = None
 
     def __post_init__(self) -> None:
-        if self.phase_steps <= 0:
-            raise ValueError(f"objective.phase_steps must be > 0, got {self.phase_steps}")
-        if self.retriever_phase_steps is not None and self.retriever_phase_steps <= 0:
-            raise ValueError(f"objective.retriever_phase_steps must be > 0 or null, got {self.retriever_phase_steps}")
+        check_positive(self, "phase_steps", "retriever_phase_steps", "ranker_temperature", "ranker_lr",
+                       nullable=("retriever_phase_steps", "ranker_lr"))
         if not 0.0 <= self.adv_lambda <= 1.0:
             raise ValueError(f"objective.adv_lambda must be in [0, 1], got {self.adv_lambda}")
         if self.adv_reduction not in ("sum", "mean"):
             raise ValueError(f"objective.adv_reduction must be sum or mean, got {self.adv_reduction!r}")
-        if not self.ranker_temperature > 0:
-            raise ValueError(f"objective.ranker_temperature must be > 0, got {self.ranker_temperature}")
-        if self.ranker_lr is not None and not self.ranker_lr > 0:
-            raise ValueError(f"objective.ranker_lr must be > 0 or null, got {self.ranker_lr}")
 
     @property
     def retriever_steps(self) -> int:
@@ -94,26 +100,54 @@ class AR2Config:
     def phase(self, step: int) -> Phase:
         return phase(step, self.phase_steps, self.retriever_steps)
 
+    def check(self, cfg: DictConfig) -> None:
+        """A miner refreshing between AR2 iterations with the retriever being trained, and groups to rank."""
+        if cfg.miner.get("model"):
+            raise ConfigError("objective=ar2 mines with the retriever it trains: set miner.model=null")
+        if cfg.miner.get("fn_ranker_threshold") is not None:
+            raise ConfigError("objective=ar2 trains its ranker: set miner.fn_ranker_threshold=null")
+        self.check_refresh(int(cfg.miner.refresh_every))
+        if cfg.trainer.negatives_per_query < 1:
+            raise ConfigError("objective=ar2 ranks each positive among retrieved negatives: set "
+                              "trainer.negatives_per_query >= 1")
+
+    def build(self, encoder: DualEncoder, parts: Parts) -> AR2Objective:
+        ranker = CrossEncoder(instantiate(parts.cfg.ranker, _convert_="all"))
+        if parts.trainer.gradient_checkpointing:
+            ranker.gradient_checkpointing_enable()
+        return AR2Objective(encoder, ranker, self, parts.train_set.corpus)
+
     def check_refresh(self, refresh_every: int) -> None:
         """The index must be rebuilt between iterations (after a retriever phase, before a ranker phase)."""
         if refresh_every <= 0 or refresh_every % self.iteration_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"objective=ar2 refreshes the index between AR2 iterations: miner.refresh_every={refresh_every} "
                 f"must be a positive multiple of objective.phase_steps + objective.retriever_phase_steps = "
                 f"{self.phase_steps} + {self.retriever_steps} = {self.iteration_steps}")
 
 
-class AR2Objective(nn.Module):
+class AR2Objective(TextObjective):
     """`forward(queries, passages) -> (loss, logs)` for the phase in `active` (set before every step by
     `AR2PhaseCallback`). `encoder` is the retriever, so the dense evaluation, the miner and the export
     find the dual encoder there; the ranker is exported beside it (`export_files`)."""
 
-    def __init__(self, retriever: DualEncoder, ranker: CrossEncoder, config: AR2Config) -> None:
+    def __init__(self, retriever: DualEncoder, ranker: CrossEncoder, config: AR2Config, corpus=None) -> None:
         super().__init__()
         self.retriever = retriever
         self.ranker = ranker
         self.config = config
+        self.corpus = corpus
         self.active: Phase = config.phase(0)
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """The retriever's groups at trainer.lr and the ranker's at objective.ranker_lr (AR2 authors: 1e-5, 1e-6)."""
+        ranker = param_groups(self.ranker, weight_decay)
+        if self.config.ranker_lr is not None:
+            ranker = [{**g, "lr": self.config.ranker_lr} for g in ranker]
+        return param_groups(self.retriever, weight_decay) + ranker
+
+    def callbacks(self) -> list:
+        return [AR2PhaseCallback(self.config)]
 
     @property
     def encoder(self) -> DualEncoder:
@@ -164,20 +198,11 @@ class AR2Objective(nn.Module):
 
 
 @dataclass
-class AR2PhaseCallback:
+class AR2PhaseCallback(Callback):
     """Switches the objective's active model before every step, from the global step alone (so a resumed
     run continues the same schedule)."""
 
     config: AR2Config
 
-    def on_train_begin(self, trainer) -> None:
-        pass
-
     def on_step_begin(self, trainer) -> None:
         trainer.objective.active = self.config.phase(trainer.state.step)
-
-    def on_step_end(self, trainer, logs: dict) -> None:
-        pass
-
-    def on_train_end(self, trainer) -> None:
-        pass

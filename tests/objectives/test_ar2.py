@@ -12,7 +12,7 @@ from dr.losses.adversarial import adversarial_reward, ar2_retriever_loss
 from dr.losses.contrastive import listwise_cross_entropy
 from dr.models.cross_encoder import CrossEncoder, CrossEncoderConfig
 from dr.models.dual_encoder import DualEncoder, EncoderConfig
-from dr.ranker.ar2 import AR2Config, AR2Objective, phase
+from dr.objectives.ar2 import AR2Config, AR2Objective, phase
 
 
 def test_listwise_cross_entropy_by_hand():

@@ -15,64 +15,32 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from dr.index import IndexConfig
 from dr.index._faiss import faiss
-from dr.index.faiss_index import DenseIndex, gpu_count, place_index
+from dr.index.faiss_index import DenseIndex, IndexConfig, gpu_count, place_index
 from dr.io import atomic_path, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class QuantizerConfig:
-    """JPQ's compressed index and how it is trained.
-
-    `subvectors` (M) x `bits` per passage: M bytes at 8 bits (256 centroids per sub-vector). `opq`: learn a
-    rotation first (OPQ). `depth`: passages retrieved from the PQ index per query and step (the loss's
-    candidates; paper 200). `metric_cut`: reciprocal ranks past it count 0 (paper: 200 for passages).
-    `centroid_lr`: the centroids' own learning rate (paper: 1e-4 for M = 48/64/96, 2e-5 for M = 32, 5e-6
-    for M = 16/24). `init_from`: a faiss index file to start from instead of training OPQ + PQ here.
-    """
-
-    subvectors: int = 48
-    bits: int = 8
-    opq: bool = True
-    opq_iterations: int = 50  # OPQ's alternating optimization (faiss default 50)
-    train_size: int = 262_144
-    seed: int = 0
-    depth: int = 200
-    metric_cut: int | None = 200
-    centroid_lr: float = 1.0e-4
-    centroid_weight_decay: float = 0.0
-    device: str = "auto"  # search device for the index during training (auto: GPU when faiss has one)
-    init_from: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.subvectors <= 0 or not 1 <= self.bits <= 16:
-            raise ValueError(f"quantizer: need subvectors > 0 and 1 <= bits <= 16, got {self.subvectors}, {self.bits}")
-        if self.depth <= 0 or self.opq_iterations <= 0:
-            raise ValueError(f"quantizer.depth and opq_iterations must be > 0, got {self.depth}, {self.opq_iterations}")
-        if self.metric_cut is not None and self.metric_cut <= 0:
-            raise ValueError(f"quantizer.metric_cut must be > 0 or null, got {self.metric_cut}")
-
-    def factory(self) -> str:
-        return f"{f'OPQ{self.subvectors},' if self.opq else ''}IVF1,PQ{self.subvectors}x{self.bits}"
+def pq_factory(subvectors: int, bits: int, opq: bool) -> str:
+    """The faiss factory string of JPQ's index: `OPQ{M},IVF1,PQ{M}x{bits}` (no OPQ: `IVF1,PQ{M}x{bits}`)."""
+    return f"{f'OPQ{subvectors},' if opq else ''}IVF1,PQ{subvectors}x{bits}"
 
 
-def build_pq_index(vectors: np.ndarray, config: QuantizerConfig) -> faiss.Index:
-    """Train OPQ + PQ on (N, d) `vectors` (a sample of `train_size`), add them all, fold the coarse centroid."""
+def build_pq_index(vectors: np.ndarray, config) -> faiss.Index:
+    """Train OPQ + PQ on (N, d) `vectors` (a sample of `train_size`), add them all, fold the coarse centroid.
+    `config`: `subvectors`, `bits`, `opq`, `opq_iterations`, `train_size`, `seed` (JPQ's QuantizerConfig)."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = x.shape
     if d % config.subvectors:
         raise ValueError(f"quantizer.subvectors={config.subvectors} must divide the embedding size {d}")
-    index = faiss.index_factory(d, config.factory(), faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(d, pq_factory(config.subvectors, config.bits, config.opq), faiss.METRIC_INNER_PRODUCT)
     ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     ivf.cp.seed = config.seed
     ivf.pq.cp.seed = config.seed
@@ -251,3 +219,11 @@ def _codes(ivf: faiss.IndexIVF) -> np.ndarray:
     # faiss packs codes little-endian in a bit string: sub-vector m occupies bits m*nbits .. (m+1)*nbits-1
     bits = np.unpackbits(raw, axis=1, bitorder="little")[:, : pq.M * pq.nbits].reshape(n, pq.M, pq.nbits)
     return (bits.astype(np.int64) << np.arange(pq.nbits)).sum(-1)
+
+
+def recode(index: faiss.Index, vectors: np.ndarray) -> faiss.Index:
+    """An empty copy of `index` with `vectors` added: coded with its rotation and (trained) centroids."""
+    coded = faiss.clone_index(index)
+    coded.reset()
+    coded.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return coded

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from conftest import PASSAGES, QUERIES
 from dr.losses.registry import LossConfig
 from dr.models.dual_encoder import DualEncoder, EncoderConfig
 from dr.trainer.grad_cache import grad_cache_backward
-from dr.trainer.objective import ContrastiveObjective
+from dr.objectives.contrastive import ContrastiveObjective
 
 TEXTS = [f"{t} {x}" for t, x in PASSAGES.values()]
 QUERY_LIST = list(QUERIES.values())  # 4 queries

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from dr.quantizer.pq import ProductQuantizer, QuantizerConfig, build_pq_index, load_pq_index
+from dr.index.pq import ProductQuantizer, build_pq_index, load_pq_index
+from dr.objectives.jpq import QuantizerConfig
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -9,22 +9,29 @@ happens to cover are used. Loss = L_pair + alpha * L_inb (Eq. 8).
 """
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from torch import nn
+from hydra.utils import instantiate
 
 from dr.data.corpus import CorpusStore
 from dr.data.groups import Group
-from dr.data.teacher import TeacherScores
+from dr.data.tas import TasConfig, TasSchedule
+from dr.data.teacher import TeacherScores, read_teacher_scores
+from dr.dist import all_gather_object
+from dr.index import kmeans_assign
 from dr.losses.contrastive import own_group_mask
 from dr.losses.distill import inbatch_margin_mse, kl_distill, pairwise_margin_mse
-from dr.models.cross_encoder import CrossEncoder
+from dr.models.cross_encoder import CrossEncoder, CrossEncoderConfig
 from dr.models.dual_encoder import DualEncoder
+from dr.objectives.base import Objective, ObjectiveConfig, Parts, replace_model
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,8 +71,8 @@ class LiveTeacher:
         return self.ranker.score(queries, passages, desc="in-batch teacher")
 
 
-class DistillObjective(nn.Module):
-    """`inputs(groups)` builds the batch (texts and teacher tensors); `forward(**inputs)` -> (loss, logs).
+class DistillObjective(Objective):
+    """`batch(groups)` builds the batch (texts and teacher tensors); `forward(**inputs)` -> (loss, logs).
     Groups must carry teacher scores (`TasSchedule`). Each process distils over its own batch."""
 
     def __init__(self, encoder: DualEncoder, config: DistillConfig, corpus: CorpusStore, teacher: TeacherScores,
@@ -74,7 +81,7 @@ class DistillObjective(nn.Module):
         self.encoder, self.config, self.corpus = encoder, config, corpus
         self.teacher, self.live, self.seed = teacher, live, seed
 
-    def inputs(self, groups: list[Group]) -> dict:
+    def batch(self, groups: Sequence[Group]) -> dict:
         if any(g.teacher is None for g in groups):
             raise ValueError("distillation needs groups with teacher scores (sampler=tas_balanced)")
         pids = [pid for g in groups for pid in g.passage_ids]
@@ -135,3 +142,43 @@ class DistillObjective(nn.Module):
             logs["train_acc"] = float((student.argmax(dim=1) == 0).float().mean())
         logs["loss"] = float(loss.detach())
         return loss, logs
+
+    def schedule(self, parts: Parts, negatives, global_batch: int, mined: bool) -> TasSchedule:
+        """Balanced topic-aware batches: the training queries clustered once on a fixed encoder's embeddings.
+        Every process uses rank 0's clusters, so all compute the same global batches."""
+        tcfg = parts.trainer
+        tas_cfg: TasConfig = instantiate(parts.cfg.sampler, _convert_="all")
+        clusters = None
+        if tas_cfg.clusters:
+            encoder = self.encoder
+            if tas_cfg.cluster_model:
+                encoder = DualEncoder(replace_model(encoder.config, tas_cfg.cluster_model))
+            emb = encoder.encode_queries([parts.train_set.queries[q] for q in parts.train_qids], desc="cluster queries")
+            k = min(tas_cfg.clusters, len(parts.train_qids))
+            clusters = kmeans_assign(emb, k, seed=tcfg.seed, spherical=encoder.score_kind == "cosine")
+            clusters = all_gather_object(clusters)[0]
+            logger.info("clustered %d training queries into %d topics", len(parts.train_qids), k)
+        return TasSchedule(parts.train_set, parts.train_qids, self.teacher, clusters, tas_cfg, tcfg.negatives_per_query,
+                           global_batch, tcfg.seed)
+
+
+@dataclass
+class DistillObjectiveConfig(ObjectiveConfig):
+    """`objective=distill`: TAS-B's dual-teacher distillation. `teacher=` names the score file and the live
+    in-batch teacher, `sampler=` draws the pairs by teacher margin (sampler=tas_balanced)."""
+
+    name: ClassVar[str] = "distill"
+    uses: ClassVar[frozenset[str]] = frozenset({"teacher", "sampler"})
+    requires: ClassVar[dict[str, str]] = {
+        "teacher": "the teacher's scores, e.g. teacher=scifact",
+        "sampler": "pairs are drawn from the teacher's margins: sampler=tas_balanced"}
+
+    def build(self, encoder: DualEncoder, parts: Parts) -> DistillObjective:
+        distill_cfg: DistillConfig = instantiate(parts.cfg.teacher, _convert_="all")
+        scores = read_teacher_scores(distill_cfg.scores, strict=distill_cfg.strict, fmt=distill_cfg.format)
+        live = None
+        if distill_cfg.inbatch_model and distill_cfg.inbatch_weight:
+            ranker_cfg = CrossEncoderConfig(distill_cfg.inbatch_model, max_length=distill_cfg.inbatch_max_length,
+                                            show_progress=False)
+            live = LiveTeacher(CrossEncoder(ranker_cfg))
+        return DistillObjective(encoder, distill_cfg, parts.train_set.corpus, scores, live, parts.trainer.seed)
