@@ -133,9 +133,12 @@ class DualEncoder(nn.Module):
     def embed(self, tower: Tower, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, L) token tensors -> (B, H) embeddings, normalized when the score is cosine. With
         `padding_free` and a padded batch, a BERT-family tower runs its token-wise layers on the real
-        tokens only (same values up to float rounding, fewer FLOPs)."""
+        tokens only (same values up to float rounding, fewer FLOPs). Training on CPU it takes that path for
+        an unpadded batch too, for its attention dropout (`dr.models.packed.attend`)."""
         model = self.tower(tower)
-        if self.config.padding_free and not bool(batch["attention_mask"].all()) and supports_packing(model):
+        padded = not bool(batch["attention_mask"].all())
+        cpu_training = model.training and batch["input_ids"].device.type == "cpu"
+        if self.config.padding_free and (padded or cpu_training) and supports_packing(model):
             hidden = packed_hidden_states(model, batch["input_ids"], batch["attention_mask"],
                                           batch.get("token_type_ids"))  # (B, L, H), zeros at padding
         else:

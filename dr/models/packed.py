@@ -25,7 +25,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import BertModel, DistilBertModel, RobertaModel, XLMRobertaModel
 
-__all__ = ["packed_hidden_states", "supports_packing"]
+from dr.models.dropout import drop_mask, keep_scale
+
+__all__ = ["attend", "packed_hidden_states", "supports_packing"]
 
 
 @dataclass(frozen=True)
@@ -155,12 +157,30 @@ def _layer(family: _Family, layer: nn.Module, heads: int, hidden: torch.Tensor, 
     grid = qkv.new_zeros(batch * length, 3 * size).index_copy(0, indices, qkv)  # padded only for attention
     q, k, v = grid.view(batch, length, 3, heads, size // heads).permute(2, 0, 3, 1, 4)  # (B, heads, L, d) each
     dropout = attention.dropout
-    context = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=key_mask, dropout_p=dropout.p if dropout.training else 0.0, scale=(size // heads) ** -0.5
-    )
+    context = attend(q, k, v, key_mask, dropout.p if dropout.training else 0.0, (size // heads) ** -0.5)
     context = _GatherRows.apply(context.transpose(1, 2).reshape(batch * length, size), indices)  # (T, H)
     hidden = family.attention_output(layer, context, hidden)
     return family.feed_forward(layer, hidden)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor, dropout_p: float,
+           scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale, keys where key_mask) with dropout on the probabilities, times v: (B, heads, L, d).
+
+    SDPA's fused CPU kernel has no dropout, so with dropout_p > 0 torch runs its math path, which draws one
+    Bernoulli sample per attention probability (`aten::bernoulli_`, the largest non-matmul cost of a CPU
+    training step) and, for a boolean mask, a "safe" softmax with extra passes for fully masked rows, which
+    cannot occur here (every row has a real token). On CPU with dropout this computes the same attention with
+    an additive mask, a plain softmax and `dr.models.dropout`'s 16-bit masks; otherwise it is SDPA.
+    """
+    if dropout_p == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p, scale=scale)
+    scores = torch.matmul(q * scale, k.transpose(-1, -2))  # (B, heads, L, L); matmul's backward needs q, k only
+    bias = torch.zeros(key_mask.shape, dtype=scores.dtype, device=scores.device).masked_fill_(~key_mask, -torch.inf)
+    probs = torch.softmax(scores.add_(bias), dim=-1)
+    keep = drop_mask(probs.shape, dropout_p, probs.device)
+    # dropout(probs) @ v = (kept probs) @ (v * 1/P(keep)): the scale goes on v, 1/8 the size of probs here
+    return torch.matmul(torch.where(keep, probs, 0.0), v * keep_scale(dropout_p))
 
 
 def packed_hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
