@@ -1,7 +1,8 @@
 """Padded vs packed (padding-free) training step of all-MiniLM-L6-v2 on real MS MARCO passages.
 
-Times forward + backward of a mean-pooled dummy loss both ways on the same batches; the two are interleaved
-step by step so load from other processes on a shared machine hits both alike. Also reports the tokens
+Times forward + backward of a mean-pooled dummy loss three ways on the same batches: padded, packed with
+SDPA's own attention dropout (the packing alone), and packed as dr runs it (`dr.models.packed.attend`, cheaper
+dropout masks on CPU); they are interleaved step by step so load from other processes hits all alike. Also reports the tokens
 each way and the largest |loss difference| in eval mode, fp32 (a correctness check, not a timing).
 
     python scripts/bench_padding.py --steps 3 --warmup 1 --batch-size 32 --precision fp32 [--out FILE]
@@ -20,9 +21,11 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
-from dr.models.packed import packed_hidden_states, supports_packing
+from dr.models import packed
+from dr.models.packed import supports_packing
 
 COLLECTION = Path(__file__).resolve().parents[1] / "data" / "msmarco-dl19-pool" / "collection.tsv"
 
@@ -41,24 +44,36 @@ def pooled_loss(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((hidden * m).sum(1) / m.sum(1)).float().pow(2).sum()
 
 
-def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], packed: bool) -> torch.Tensor:
-    if packed:
-        return packed_hidden_states(model, **batch)
-    return model(**batch).last_hidden_state
+def _sdpa(q, k, v, key_mask, dropout_p, scale):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p, scale=scale)
 
 
-def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], packed: bool) -> torch.Tensor:
-    return pooled_loss(forward(model, batch, packed), batch["attention_mask"])
+def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], mode: str) -> torch.Tensor:
+    """mode: padded (`model(**batch)`), packed (dr's path) or packed_sdpa (dr's path with SDPA's own
+    attention dropout instead of `dr.models.packed.attend`'s: the packing alone)."""
+    if mode == "padded":
+        return model(**batch).last_hidden_state
+    if mode == "packed_sdpa":
+        default, packed.attend = packed.attend, _sdpa
+        try:
+            return packed.packed_hidden_states(model, **batch)
+        finally:
+            packed.attend = default
+    return packed.packed_hidden_states(model, **batch)
 
 
-def timed_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], packed: bool,
+def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], mode: str) -> torch.Tensor:
+    return pooled_loss(forward(model, batch, mode), batch["attention_mask"])
+
+
+def timed_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], mode: str,
                dtype: torch.dtype | None) -> tuple[float, float]:
     """(wall, process CPU) seconds for one forward + backward; gradients are discarded. CPU time is reported
     too because on a shared machine it moves less with other processes' load than wall time does."""
     model.zero_grad(set_to_none=True)
     wall, cpu = time.perf_counter(), time.process_time()
     with torch.autocast("cpu", dtype=dtype) if dtype else nullcontext():
-        loss = batch_loss(model, batch, packed)
+        loss = batch_loss(model, batch, mode)
     loss.backward()
     return time.perf_counter() - wall, time.process_time() - cpu
 
@@ -95,16 +110,17 @@ def main() -> None:
     model.eval()  # correctness first: same loss both ways, fp32, no dropout
     with torch.no_grad():
         checked = batches[: a.check_batches]
-        padded_losses = [batch_loss(model, b, packed=False) for b in checked]
-        diffs = [(batch_loss(model, b, packed=True) - loss).abs() for b, loss in zip(checked, padded_losses)]
+        padded_losses = [batch_loss(model, b, "padded") for b in checked]
+        diffs = [(batch_loss(model, b, "packed") - loss).abs() for b, loss in zip(checked, padded_losses)]
 
     model.train()  # timing in training mode: dropout on, as in a real step
     dtype = torch.bfloat16 if a.precision == "bf16" else None
-    times: dict[str, list[float]] = {"padded": [], "packed": []}
-    cpu_times: dict[str, list[float]] = {"padded": [], "packed": []}
+    modes = ("padded", "packed_sdpa", "packed")
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    cpu_times: dict[str, list[float]] = {m: [] for m in modes}
     for i, batch in enumerate(batches):
-        for name in ("padded", "packed") if i % 2 == 0 else ("packed", "padded"):  # alternate who goes first
-            wall, cpu = timed_step(model, batch, name == "packed", dtype)
+        for name in modes if i % 2 == 0 else modes[::-1]:  # alternate who goes first
+            wall, cpu = timed_step(model, batch, name, dtype)
             if i >= a.warmup:
                 times[name].append(wall)
                 cpu_times[name].append(cpu)
@@ -114,6 +130,7 @@ def main() -> None:
     padded_tokens = sum(b["input_ids"].numel() for b in timed)
     real_tokens = sum(int(b["attention_mask"].sum()) for b in timed)
     padded_s, packed_s = statistics.mean(times["padded"]), statistics.mean(times["packed"])
+    sdpa_s = statistics.mean(times["packed_sdpa"])
     record = {
         "cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "model": "all-MiniLM-L6-v2", "data": "MS MARCO passages (dl19 pool), random sample",
@@ -123,6 +140,10 @@ def main() -> None:
         "padded_s_median": round(statistics.median(times["padded"]), 4),
         "packed_s_median": round(statistics.median(times["packed"]), 4),
         "speedup_padded_over_packed": round(padded_s / packed_s, 3),
+        "packed_sdpa_s_per_step": round(sdpa_s, 4),
+        "packed_sdpa_s_median": round(statistics.median(times["packed_sdpa"]), 4),
+        "speedup_padded_over_packed_sdpa": round(padded_s / sdpa_s, 3),
+        "packed_sdpa_cpu_s_per_step": round(statistics.mean(cpu_times["packed_sdpa"]), 4),
         "padded_cpu_s_per_step": round(statistics.mean(cpu_times["padded"]), 4),
         "packed_cpu_s_per_step": round(statistics.mean(cpu_times["packed"]), 4),
         "cpu_time_ratio_padded_over_packed": round(sum(cpu_times["padded"]) / sum(cpu_times["packed"]), 3),
