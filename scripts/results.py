@@ -95,6 +95,8 @@ def _dl19_of(name: str) -> Step:
 REGISTRY: tuple[Experiment, ...] = (
     Experiment("bm25", "BM25 (bm25s)", (_evaluate("retriever=bm25"),)),
     Experiment("zero_shot", "zero-shot all-MiniLM-L6-v2", (_evaluate(),)),
+    Experiment("hybrid", "hybrid: BM25 + zero-shot all-MiniLM-L6-v2, z-score fusion of each top 100",
+               (_evaluate("retriever=hybrid"),)),
     Experiment("inbatch", "inbatch (random in-batch negatives)", (_train("inbatch"),)),
     Experiment("bm25_negatives", "bm25_negatives (BM25 + in-batch negatives)", (_train("bm25_negatives"),)),
     Experiment("star", "star (static negatives of the starting model)",
