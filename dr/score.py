@@ -1,15 +1,17 @@
-"""`python -m dr.score`: teacher scores from a cross-encoder, for a file of (qid, pid) pairs or for each
+"""`python -m dr.score`: teacher scores from a cross-encoder (or `teacher=fusion`), for a file of (qid, pid) pairs or for each
 query's top-k candidates (BM25 and/or a dense model), written as a `qid pid score` TSV.
 
     python -m dr.score out=scores.tsv                                  # SciFact train: BM25 + dense top-10
     python -m dr.score ranker.name_or_path=outputs/.../export candidates.bm25=30 candidates.dense=0
     python -m dr.score pairs=pairs.tsv out=scores.tsv                  # qid<TAB>pid[<TAB>...] per line
+    python -m dr.score teacher=fusion out=fusion.tsv                   # the BM25 + dense fusion teacher instead
     python -m dr.train +experiment=tas_balanced teacher.scores=scores.tsv
 """
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
@@ -20,7 +22,10 @@ from dr.data.errors import ReadPolicy
 from dr.data.lines import read_tsv
 from dr.data.sources import RetrievalSet
 from dr.data.teacher import write_teacher_scores
+from dr.encoding.cache import EmbeddingCache
 from dr.evaluate import build_retriever
+from dr.models.standin import build_encoder
+from dr.objectives.fusion_teacher import FusionTeacherConfig
 from dr.models.cross_encoder import CrossEncoder
 from dr.retrievers.bm25 import BM25Retriever
 from dr.retrievers.rerank import score_pairs
@@ -69,13 +74,26 @@ def scored_set_of(cfg: DictConfig) -> RetrievalSet:
     return instantiate(cfg.data.eval_sets[cfg.split], _convert_="all")
 
 
+def fusion_scores(cfg: DictConfig, scored_set: RetrievalSet, pairs: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """`teacher=fusion`: the fused teacher's score of each pair (BM25 and model=... over the whole corpus)."""
+    teacher = instantiate(cfg.teacher, _convert_="all")
+    if not isinstance(teacher, FusionTeacherConfig):
+        raise ValueError(f"dr.score teacher=...: only teacher=fusion computes scores here, got {type(teacher).__name__} "
+                         "(a cross-encoder teacher is ranker=...)")
+    cache = EmbeddingCache(Path(cfg.cache_dir) / "embeddings", dtype=cfg.cache_dtype) if cfg.cache_embeddings else None
+    fused = teacher.fused(build_encoder(instantiate(cfg.model, _convert_="all")), scored_set, list(pairs), cache)
+    return {q: {p: fused.score(q, p) for p in pids} for q, pids in pairs.items()}
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="score")
 def main(cfg: DictConfig) -> None:
     start = time.perf_counter()
     scored_set = scored_set_of(cfg)
     pairs = read_pairs(cfg.pairs, scored_set) if cfg.pairs else candidates(cfg, scored_set)
-    ranker = CrossEncoder(instantiate(cfg.ranker, _convert_="all"))
-    scores = score_pairs(ranker, scored_set, pairs)
+    if cfg.get("teacher") is None:
+        scores = score_pairs(CrossEncoder(instantiate(cfg.ranker, _convert_="all")), scored_set, pairs)
+    else:
+        scores = fusion_scores(cfg, scored_set, pairs)
     write_teacher_scores(cfg.out, scores)
     wall = time.perf_counter() - start
     n = sum(len(v) for v in scores.values())

@@ -59,6 +59,10 @@ class DistillConfig:
         if self.inbatch_pairs_per_query is not None and self.inbatch_pairs_per_query <= 0:
             raise ValueError(f"teacher.inbatch_pairs_per_query must be > 0 or null, got {self.inbatch_pairs_per_query}")
 
+    def teacher_scores(self, encoder: DualEncoder, parts: Parts) -> TeacherScores:
+        """The pairwise teacher: the score file (`teacher=fusion` computes its scores instead)."""
+        return read_teacher_scores(self.scores, strict=self.strict, fmt=self.format)
+
 
 class LiveTeacher:
     """A frozen cross-encoder that scores in-batch pairs. Deliberately not an nn.Module attribute of the
@@ -175,7 +179,7 @@ class DistillObjectiveConfig(ObjectiveConfig):
 
     def build(self, encoder: DualEncoder, parts: Parts) -> DistillObjective:
         distill_cfg: DistillConfig = instantiate(parts.cfg.teacher, _convert_="all")
-        scores = read_teacher_scores(distill_cfg.scores, strict=distill_cfg.strict, fmt=distill_cfg.format)
+        scores = distill_cfg.teacher_scores(encoder, parts)
         live = None
         if distill_cfg.inbatch_model and distill_cfg.inbatch_weight:
             ranker_cfg = CrossEncoderConfig(distill_cfg.inbatch_model, max_length=distill_cfg.inbatch_max_length,

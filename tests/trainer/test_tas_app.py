@@ -112,3 +112,28 @@ def test_inbatch_from_file_uses_only_scored_pairs(tiny_model, tiny_data_dir):
     expected = np.full((2, 4), np.nan, dtype=np.float32)
     expected[0, 0], expected[0, 3], expected[1, 2] = 3.0, 2.0, 4.0
     np.testing.assert_array_equal(t, expected)
+
+
+def test_fusion_teacher_score_file_and_distillation(tiny_model, train_data_dir, tmp_path):
+    """teacher=fusion: `dr.score` writes its scores as a teacher file; `+experiment=tas_balanced teacher=fusion`
+    trains with it as both teachers (pairwise and in-batch), no cross-encoder involved."""
+    cache = tmp_path / "cache"
+    scores = tmp_path / "fusion.tsv"
+    proc = run_module("dr.score", ["teacher=fusion", "teacher.k=4", f"model.name_or_path={tiny_model}",
+                                   "model.show_progress=false", "model.pooling=mean", "candidates.bm25=3",
+                                   "candidates.dense=3", f"out={scores}", f"hydra.run.dir={tmp_path / 'score'}"],
+                      train_data_dir, cache)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    table = read_teacher_scores(scores)
+    assert len(table.scores) == 36 and all(2 <= len(v) <= 7 for v in table.scores.values())
+    values = [s for v in table.scores.values() for s in v.values()]
+    assert len(set(values)) > 36 and all(np.isfinite(values))  # fused z-scores, not a constant
+
+    run = tmp_path / "tas"
+    proc = train(["+experiment=tas_balanced", "teacher=fusion", "teacher.k=4", "teacher.scale=0.5",
+                  "trainer.max_steps=3", "sampler.clusters=4", *base_args(tiny_model, run)], train_data_dir, cache)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    logged = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert len(logged) == 3 and all(np.isfinite(x["loss_pair"]) and np.isfinite(x["loss_inbatch"]) for x in logged)
+    logs = "".join(p.read_text() for p in run.glob("*.log"))
+    assert "teacher fusion(1 x bm25, 1 x dense; zscore over top 4; scale 0.5)" in logs
