@@ -1,5 +1,5 @@
-"""`python -m dr.score`: teacher scores from a cross-encoder (or `teacher=fusion`), for a file of (qid, pid) pairs or for each
-query's top-k candidates (BM25 and/or a dense model), written as a `qid pid score` TSV.
+"""`python -m dr.score`: teacher scores from a cross-encoder (or `teacher=fusion`), for a file of (qid, pid)
+pairs or for each query's top-k candidates (BM25 and/or a dense model), written as a `qid pid score` TSV.
 
     python -m dr.score out=scores.tsv                                  # SciFact train: BM25 + dense top-10
     python -m dr.score ranker.name_or_path=outputs/.../export candidates.bm25=30 candidates.dense=0
@@ -24,9 +24,9 @@ from dr.data.sources import RetrievalSet
 from dr.data.teacher import write_teacher_scores
 from dr.encoding.cache import EmbeddingCache
 from dr.evaluate import build_retriever
+from dr.models.cross_encoder import CrossEncoder
 from dr.models.standin import build_encoder
 from dr.objectives.fusion_teacher import FusionTeacherConfig
-from dr.models.cross_encoder import CrossEncoder
 from dr.retrievers.bm25 import BM25Retriever
 from dr.retrievers.rerank import score_pairs
 
