@@ -1,9 +1,10 @@
 """Padded vs packed (padding-free) training step of all-MiniLM-L6-v2 on real MS MARCO passages.
 
 Times forward + backward of a mean-pooled dummy loss three ways on the same batches: padded, packed with
-SDPA's own attention dropout (the packing alone), and packed as dr runs it (`dr.models.packed.attend`, cheaper
-dropout masks on CPU); they are interleaved step by step so load from other processes hits all alike. Also reports the tokens
-each way and the largest |loss difference| in eval mode, fp32 (a correctness check, not a timing).
+SDPA's own attention dropout (the packing alone), and packed as dr runs it (`dr.models.packed.attend`,
+cheaper dropout masks on CPU); they are interleaved step by step so load from other processes hits all
+alike. Also reports the tokens each way and the largest |loss difference| in eval mode, fp32 (a
+correctness check, not a timing).
 
     python scripts/bench_padding.py --steps 3 --warmup 1 --batch-size 32 --precision fp32 [--out FILE]
 """
