@@ -10,6 +10,7 @@ precision of `precision` (`auto`: bf16 where the hardware has native bf16 matmul
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         resolve_precision(self.precision, "cpu", purpose="check")  # a bad value fails before loading
+
+    def with_weights(self, name_or_path: str) -> EncoderConfig:
+        """The same settings with other weights, one shared tower (a fixed model: a miner's, a teacher's)."""
+        return dataclasses.replace(self, name_or_path=name_or_path, shared=True)
 
 
 class DualEncoder(nn.Module):

@@ -15,7 +15,6 @@ methods want; a method overrides the ones it changes.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +186,3 @@ def param_groups(model: nn.Module, weight_decay: float, special: dict[int, dict]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return groups + [{"params": ps, **dict(key)} for key, ps in extra.items()]
 
-
-def replace_model(encoder_cfg, name_or_path: str):
-    """The same encoder settings with other weights, one shared tower (a fixed model: a miner's, a teacher's)."""
-    return dataclasses.replace(encoder_cfg, name_or_path=name_or_path, shared=True)

@@ -29,7 +29,7 @@ from dr.losses.contrastive import own_group_mask
 from dr.losses.distill import inbatch_margin_mse, kl_distill, pairwise_margin_mse
 from dr.models.cross_encoder import CrossEncoder, CrossEncoderConfig
 from dr.models.dual_encoder import DualEncoder
-from dr.objectives.base import Objective, ObjectiveConfig, Parts, replace_model
+from dr.objectives.base import Objective, ObjectiveConfig, Parts
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class DistillObjective(Objective):
         if tas_cfg.clusters:
             encoder = self.encoder
             if tas_cfg.cluster_model:
-                encoder = DualEncoder(replace_model(encoder.config, tas_cfg.cluster_model))
+                encoder = DualEncoder(encoder.config.with_weights(tas_cfg.cluster_model))
             emb = encoder.encode_queries([parts.train_set.queries[q] for q in parts.train_qids], desc="cluster queries")
             k = min(tas_cfg.clusters, len(parts.train_qids))
             clusters = kmeans_assign(emb, k, seed=tcfg.seed, spherical=encoder.score_kind == "cosine")

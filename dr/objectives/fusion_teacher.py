@@ -26,7 +26,7 @@ from dr.data.sources import RetrievalSet
 from dr.data.teacher import TeacherScores
 from dr.encoding.sharded import corpus_matrix
 from dr.models.dual_encoder import DualEncoder
-from dr.objectives.base import Parts, replace_model
+from dr.objectives.base import Parts
 from dr.objectives.distill import DistillConfig
 from dr.retrievers.bm25 import BM25Retriever
 from dr.retrievers.fusion import FUSIONS
@@ -119,7 +119,10 @@ class FusionTeacherConfig(DistillConfig):
         fused = np.zeros((len(qids), len(corpus)), np.float64)
         candidates = np.zeros((len(qids), len(corpus)), bool)
         for source, weight in zip(self.sources, self.weights):
-            raw = self._bm25(corpus, texts) if source == "bm25" else self._dense(encoder, corpus, texts, cache)
+            if source == "bm25":
+                raw = self.bm25.score_matrix(corpus, texts)
+            else:
+                raw = self._dense(encoder, corpus, texts, cache)
             fused += weight * normalize_rows(raw, self.normalize, self.k, self.rrf_k)
             k = min(self.k, raw.shape[1])
             np.put_along_axis(candidates, np.argpartition(-raw, k - 1, axis=1)[:, :k], True, axis=1)
@@ -136,15 +139,7 @@ class FusionTeacherConfig(DistillConfig):
         logger.info("teacher %s over %d queries x %d passages", source, len(qids), len(corpus))
         return FusionScores(scores, {}, source, matrix, {q: i for i, q in enumerate(qids)}, col)
 
-    def _bm25(self, corpus, texts: list[str]) -> np.ndarray:
-        model = self.bm25.index_for(corpus)
-        out = np.zeros((len(texts), len(corpus)), np.float32)
-        for i, tokens in enumerate(self.bm25._tokenize(texts)):
-            if tokens:
-                out[i] = model.get_scores(tokens)
-        return out
-
     def _dense(self, encoder: DualEncoder, corpus, texts: list[str], cache) -> np.ndarray:
         if self.dense_model:
-            encoder = DualEncoder(replace_model(encoder.config, self.dense_model))
+            encoder = DualEncoder(encoder.config.with_weights(self.dense_model))
         return encoder.encode_queries(texts, desc="teacher queries") @ corpus_matrix(encoder, corpus, cache).T

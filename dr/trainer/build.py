@@ -37,7 +37,7 @@ def build_miner(cfg: DictConfig, encoder_cfg, device) -> tuple[Miner | None, Dua
              if cfg.cache_embeddings else None)
     mining_encoder = None
     if miner_cfg.model:  # never trained
-        mining_encoder = DualEncoder(dataclasses.replace(encoder_cfg, name_or_path=miner_cfg.model, shared=True))
+        mining_encoder = DualEncoder(encoder_cfg.with_weights(miner_cfg.model))
         mining_encoder.to(device).eval().requires_grad_(False)
     ranker = None
     if miner_cfg.fn_ranker_threshold is not None:
