@@ -109,6 +109,16 @@ class BM25Retriever:
         rows = np.where(scores > 0, rows, -1)  # no query term in the passage: not retrieved
         return scores.astype(np.float32), rows.astype(np.int64)
 
+    def score_matrix(self, corpus: CorpusStore, queries: list[str]) -> np.ndarray:
+        """(Q, len(corpus)) BM25 score of every query against every passage, in `corpus.active_rows` order
+        (0 where no query term occurs; a query of stopwords only scores 0 everywhere)."""
+        model = self.index_for(corpus)
+        out = np.zeros((len(queries), len(corpus)), np.float32)
+        for i, tokens in enumerate(self._tokenize(queries)):
+            if tokens:
+                out[i] = model.get_scores(tokens)
+        return out
+
     def retrieve(self, eval_set: RetrievalSet, depth: int) -> Run:
         corpus = eval_set.corpus
         qids = list(eval_set.queries)
