@@ -12,6 +12,8 @@ and a resumed generator state reproduce the masks.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["DROP_BITS", "drop_mask", "keep_scale"]
@@ -35,8 +37,6 @@ def keep_scale(p: float) -> float:
 
 def drop_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """A bool tensor of `shape`, True = keep, each element kept with probability 1 - round(p * 65536) / 65536."""
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     draws = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)
     return draws.view(torch.int16)[:count].view(shape) >= _threshold(p)
