@@ -214,10 +214,8 @@ def render_mfu(d: dict, machine_info: dict) -> list[str]:
 
 
 def render_padding(d: dict) -> list[str]:
-    # the target is read on the packing alone (SDPA's attention dropout both ways) when the record has it
-    speed = d.get("speedup_padded_over_packed_sdpa", d["speedup_padded_over_packed"])
+    speed = d["speedup_padded_over_packed_sdpa"]  # the target is read on the packing alone
     diff = d["eval_fp32_max_abs_loss_diff"]
-    three = "packed_sdpa_s_per_step" in d
     checked = d.get("check_batches", 1)
     lines = [
         f"What it measures: forward + backward (no optimizer step) of {d['model']} (Hugging Face `AutoModel`, "
@@ -228,46 +226,26 @@ def render_padding(d: dict) -> list[str]:
         "`model(**batch)` on the batch padded to its longest passage, what `DualEncoder.embed` runs with "
         "`model.padding_free=false`. Padding-free: "
         "`dr.models.packed.packed_hidden_states`, the path `DualEncoder.embed` takes (token-wise layers on the "
-        "real tokens only; attention on the padded layout). "
-        + ("It is timed twice: with SDPA's own attention dropout, as the padded model runs it (the packing "
-           "alone, which the target is read on), and as dr runs it, with `dr.models.packed.attend`'s cheaper "
-           "dropout masks (CPU, training). The three alternate step by step, " if three else
-           "The two alternate step by step, ")
-        + f"{d['warmup']} warm-up then {d['steps']} timed. The loss check runs {checked} batch(es) both ways in "
-        "eval mode (no dropout), fp32.", "",
-    ]
-    if three:
-        lines += [
-            "| quantity | padded | padding-free, SDPA dropout | padding-free as dr runs it |", "|---|---|---|---|",
-            f"| tokens computed (timed batches) | {d['tokens_padded']:,} (mean padded length "
-            f"{d['mean_padded_length']}) | {d['tokens_unpadded']:,} ({d['token_ratio_padded_over_unpadded']:.2f}x "
-            "fewer) | the same |",
-            f"| wall s/step, mean (median) | {d['padded_s_per_step']:.2f} ({d['padded_s_median']:.2f}) | "
-            f"{d['packed_sdpa_s_per_step']:.2f} ({d['packed_sdpa_s_median']:.2f}) | "
-            f"{d['packed_s_per_step']:.2f} ({d['packed_s_median']:.2f}) |",
-            f"| process CPU s/step | {d['padded_cpu_s_per_step']:.2f} | {d['packed_sdpa_cpu_s_per_step']:.2f} | "
-            f"{d['packed_cpu_s_per_step']:.2f} |", "",
-            "| result | value |", "|---|---|",
-            f"| speedup of the packing alone, padded / padding-free with SDPA dropout (wall) | "
-            f"{_verdict(speed, TARGETS['padding_speedup'], '{:.2f}x')} |",
-            f"| speedup as dr runs it, padded / padding-free with dr's attention (wall) | "
-            f"{d['speedup_padded_over_packed']:.2f}x |",
-            f"| the latter in process CPU time | {d['cpu_time_ratio_padded_over_packed']:.2f}x |",
-        ]
-    else:
-        lines += [
-            "| quantity | padded | padding-free |", "|---|---|---|",
-            f"| tokens computed (timed batches) | {d['tokens_padded']:,} (mean padded length "
-            f"{d['mean_padded_length']}) | {d['tokens_unpadded']:,} ({d['token_ratio_padded_over_unpadded']:.2f}x "
-            "fewer) |",
-            f"| wall s/step, mean (median) | {d['padded_s_per_step']:.2f} ({d['padded_s_median']:.2f}) | "
-            f"{d['packed_s_per_step']:.2f} ({d['packed_s_median']:.2f}) |",
-            f"| process CPU s/step | {d['padded_cpu_s_per_step']:.2f} | {d['packed_cpu_s_per_step']:.2f} |", "",
-            "| result | value |", "|---|---|",
-            f"| speedup, padded / padding-free wall time | {_verdict(speed, TARGETS['padding_speedup'], '{:.2f}x')} |",
-            f"| the same in process CPU time | {d['cpu_time_ratio_padded_over_packed']:.2f}x |",
-        ]
-    lines += [
+        "real tokens only; attention on the padded layout). It is timed twice: with SDPA's own attention "
+        "dropout, as the padded model runs it (the packing alone, which the target is read on), and as dr runs "
+        "it, with `dr.models.packed.attend`'s cheaper dropout masks (CPU, training). The three alternate step "
+        f"by step, {d['warmup']} warm-up then {d['steps']} timed. The loss check runs {checked} batch(es) both "
+        "ways in eval mode (no dropout), fp32.", "",
+        "| quantity | padded | padding-free, SDPA dropout | padding-free as dr runs it |", "|---|---|---|---|",
+        f"| tokens computed (timed batches) | {d['tokens_padded']:,} (mean padded length "
+        f"{d['mean_padded_length']}) | {d['tokens_unpadded']:,} ({d['token_ratio_padded_over_unpadded']:.2f}x "
+        "fewer) | the same |",
+        f"| wall s/step, mean (median) | {d['padded_s_per_step']:.2f} ({d['padded_s_median']:.2f}) | "
+        f"{d['packed_sdpa_s_per_step']:.2f} ({d['packed_sdpa_s_median']:.2f}) | "
+        f"{d['packed_s_per_step']:.2f} ({d['packed_s_median']:.2f}) |",
+        f"| process CPU s/step | {d['padded_cpu_s_per_step']:.2f} | {d['packed_sdpa_cpu_s_per_step']:.2f} | "
+        f"{d['packed_cpu_s_per_step']:.2f} |", "",
+        "| result | value |", "|---|---|",
+        f"| speedup of the packing alone, padded / padding-free with SDPA dropout (wall) | "
+        f"{_verdict(speed, TARGETS['padding_speedup'], '{:.2f}x')} |",
+        f"| speedup as dr runs it, padded / padding-free with dr's attention (wall) | "
+        f"{d['speedup_padded_over_packed']:.2f}x |",
+        f"| the latter in process CPU time | {d['cpu_time_ratio_padded_over_packed']:.2f}x |",
         f"| max \\|loss difference\\| (eval, fp32; loss {d['eval_fp32_loss_first_batch']:.4g}) | "
         f"{_verdict_at_most(diff, TARGETS['padding_loss_diff'])} |",
         "", f"    {d['command']}",

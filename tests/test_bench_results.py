@@ -382,6 +382,8 @@ def fake_padding(speedup: float, diff: float) -> dict:
     return {"model": "all-MiniLM-L6-v2", "precision": "fp32", "batch_size": 32, "max_length": 256, "steps": 3,
             "warmup": 1, "check_batches": 2, "padded_s_per_step": 6.0 * speedup, "packed_s_per_step": 6.0,
             "padded_s_median": 6.0 * speedup, "packed_s_median": 6.0, "speedup_padded_over_packed": speedup,
+            "packed_sdpa_s_per_step": 6.0, "packed_sdpa_s_median": 6.0, "packed_sdpa_cpu_s_per_step": 12.0,
+            "speedup_padded_over_packed_sdpa": speedup,
             "padded_cpu_s_per_step": 12.0 * speedup, "packed_cpu_s_per_step": 12.0,
             "cpu_time_ratio_padded_over_packed": speedup, "tokens_padded": 18_000, "tokens_unpadded": 7_800,
             "token_ratio_padded_over_unpadded": 2.31, "mean_padded_length": 187.5,
