@@ -63,6 +63,7 @@ class Objective(nn.Module):
     encoder: nn.Module
 
     def batch(self, groups: Sequence[Group]) -> dict:
+        """Abstract: the keyword inputs of `forward` for these groups (every objective defines it)."""
         raise NotImplementedError
 
     def param_groups(self, weight_decay: float) -> list[dict]:
@@ -150,6 +151,7 @@ class ObjectiveConfig:
         return self.two_models or not getattr(encoder_cfg, "shared", True)
 
     def build(self, encoder: nn.Module, parts: Parts) -> Objective:
+        """Abstract: the objective over the built encoder and parts (every method's config defines it)."""
         raise NotImplementedError
 
 
