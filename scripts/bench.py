@@ -228,7 +228,7 @@ def measure_mfu(sizes: Sizes, tmp: Path) -> dict:
     return {"threads": fp32["threads"], "model_shape": fp32["model_shape"],
             "trainable_params": fp32["trainable_params"],
             "settings": {"fp32": fp32["settings"], "default": auto["settings"]}, "peaks": peaks,
-            "steps": {"fp32": fp32["step"], "default": default}, "mfu": fp32["step"]["mfu"],
+            "steps": {"fp32": fp32["step"], "default": default}, "mfu": default["of_fp32_peak"],
             "commands": [fp32["command"], auto["command"]]}
 
 
