@@ -6,6 +6,12 @@ In-batch teacher: a model scored live on the batch (paper: ColBERT; here any cro
 margins between each query's positive and the other queries' passages; Margin-MSE on those is added
 with weight `inbatch_weight` (paper: alpha = 0.75). Without a live model, in-batch pairs the score file
 happens to cover are used. Loss = L_pair + alpha * L_inb (Eq. 8).
+
+Optionally the labels too: `label_weight` (lambda) adds the contrastive loss of `objective=contrastive`
+(InfoNCE over every in-batch passage, the group's labelled positive as the target), so
+L = L_pair + alpha * L_inb + lambda * L_label. TAS-B's teachers were themselves trained on the labels; a
+teacher that never saw them (`teacher=fusion`) can rank a query's labelled positive below its negatives, and
+the label term keeps the student anchored to the judgements while it learns the teacher's ordering.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from dr.data.tas import TasConfig, TasSchedule
 from dr.data.teacher import TeacherScores, read_teacher_scores
 from dr.dist import all_gather_object
 from dr.index import kmeans_assign
-from dr.losses.contrastive import own_group_mask
+from dr.losses.contrastive import own_group_mask, softmax_cross_entropy
 from dr.losses.distill import inbatch_margin_mse, kl_distill, pairwise_margin_mse
 from dr.models.cross_encoder import CrossEncoder, CrossEncoderConfig
 from dr.models.dual_encoder import DualEncoder
@@ -39,7 +45,8 @@ class DistillConfig:
     """`scores`: teacher-score file (tasb pair TSV, `qid pid score` TSV or JSONL; `format` auto-detects).
     `inbatch_model`: a cross-encoder scored live as the in-batch teacher (null: the file's scores);
     `inbatch_pairs_per_query`: a random k of each query's in-batch passages get teacher scores (null:
-    all of them, as in the paper; k bounds the live teacher's cost on a CPU)."""
+    all of them, as in the paper; k bounds the live teacher's cost on a CPU). `label_weight`: weight of the
+    labels' InfoNCE term (0: TAS-B as published)."""
 
     scores: str
     format: Literal["auto", "tasb", "tsv", "jsonl"] = "auto"
@@ -50,12 +57,14 @@ class DistillConfig:
     inbatch_model: str | None = None
     inbatch_max_length: int = 256
     inbatch_pairs_per_query: int | None = None
+    label_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in ("margin_mse", "kl"):
             raise ValueError(f"teacher.loss must be margin_mse or kl, got {self.loss!r}")
-        if self.inbatch_weight < 0 or self.kl_temperature <= 0:
-            raise ValueError("teacher.inbatch_weight must be >= 0 and teacher.kl_temperature > 0")
+        if self.inbatch_weight < 0 or self.kl_temperature <= 0 or self.label_weight < 0:
+            raise ValueError("teacher.inbatch_weight and teacher.label_weight must be >= 0 and "
+                             "teacher.kl_temperature > 0")
         if self.inbatch_pairs_per_query is not None and self.inbatch_pairs_per_query <= 0:
             raise ValueError(f"teacher.inbatch_pairs_per_query must be > 0 or null, got {self.inbatch_pairs_per_query}")
 
@@ -142,6 +151,10 @@ class DistillObjective(Objective):
             inb = inbatch_margin_mse(scores, inbatch.to(scores.device), targets, own)
             loss = loss + self.config.inbatch_weight * inb
             logs["loss_inbatch"] = float(inb.detach())
+        if self.config.label_weight:
+            label = softmax_cross_entropy(scores, targets)  # the positive against every in-batch passage
+            loss = loss + self.config.label_weight * label
+            logs["loss_label"] = float(label.detach())
         with torch.no_grad():
             logs["train_acc"] = float((student.argmax(dim=1) == 0).float().mean())
         logs["loss"] = float(loss.detach())

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from dr.data.groups import Group
@@ -137,3 +138,29 @@ def test_fusion_teacher_score_file_and_distillation(tiny_model, train_data_dir, 
     assert len(logged) == 3 and all(np.isfinite(x["loss_pair"]) and np.isfinite(x["loss_inbatch"]) for x in logged)
     logs = "".join(p.read_text() for p in run.glob("*.log"))
     assert "teacher fusion(1 x bm25, 1 x dense; zscore over top 4; scale 0.5)" in logs
+
+
+def test_label_term_adds_the_contrastive_loss_on_the_labelled_positives(tiny_model, tiny_data_dir):
+    import torch.nn.functional as F
+
+    from dr.data.sources import beir_set
+
+    test = beir_set("scifact-test", str(tiny_data_dir / "scifact"), "test")
+    ids = [str(x) for x in test.corpus.ids[test.corpus.active_rows]]
+    groups = [Group(f"q{i}", f"query {i}", [ids[2 * i], ids[2 * i + 1]], [5.0, 1.0 + i]) for i in range(3)]
+    encoder = DualEncoder(EncoderConfig(str(tiny_model), pooling="mean", show_progress=False)).eval()
+    base = DistillObjective(encoder, DistillConfig(scores="x", inbatch_weight=0), test.corpus,
+                            TeacherScores({}, {}, "x"), None)
+    labelled = DistillObjective(encoder, DistillConfig(scores="x", inbatch_weight=0, label_weight=0.5), test.corpus,
+                                TeacherScores({}, {}, "x"), None)
+    inputs = base.batch(groups)
+    with torch.no_grad():
+        plain, plain_logs = base(**inputs)
+        both, logs = labelled(**inputs)
+        q = encoder.embed("query", encoder.tokenize("query", inputs["queries"]))
+        p = encoder.embed("passage", encoder.tokenize("passage", inputs["passages"]))
+        expected = F.cross_entropy(encoder.score(q, p), torch.tensor([0, 2, 4]))  # positives at columns 0, 2, 4
+    assert "loss_label" not in plain_logs and logs["loss_label"] == pytest.approx(float(expected), rel=1e-5)
+    assert float(both) == pytest.approx(float(plain) + 0.5 * float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="label_weight"):
+        DistillConfig(scores="x", label_weight=-1.0)
