@@ -5,13 +5,19 @@ negative) pair its margin; the student is trained with Margin-MSE on it (or KL o
 In-batch teacher: a model scored live on the batch (paper: ColBERT; here any cross-encoder) gives
 margins between each query's positive and the other queries' passages; Margin-MSE on those is added
 with weight `inbatch_weight` (paper: alpha = 0.75). Without a live model, in-batch pairs the score file
-happens to cover are used. Loss = L_pair + alpha * L_inb (Eq. 8).
+happens to cover are used. Loss = L_pair + alpha * L_inb (Eq. 8); `pair_weight` scales L_pair (ablations).
 
 Optionally the labels too: `label_weight` (lambda) adds the contrastive loss of `objective=contrastive`
 (InfoNCE over every in-batch passage, the group's labelled positive as the target), so
 L = L_pair + alpha * L_inb + lambda * L_label. TAS-B's teachers were themselves trained on the labels; a
 teacher that never saw them (`teacher=fusion`) can rank a query's labelled positive below its negatives, and
 the label term keeps the student anchored to the judgements while it learns the teacher's ordering.
+
+`fixed_passages`: the passage tower stays the starting model and only the query tower trains (ADORE's
+setting, Zhan et al. 2021, with TAS-B's teacher in place of ADORE's ranking loss). The passages' embeddings
+are encoded once (from the embedding cache when the model was seen before), a step encodes only its
+queries, and the label term's softmax runs over the whole corpus instead of the batch. Needs
+model.shared=false; the whole (N, H) matrix is held in memory, so it is meant for corpora of SciFact's size.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from dr.data.corpus import CorpusStore
 from dr.data.groups import Group
@@ -35,7 +42,7 @@ from dr.losses.contrastive import own_group_mask, softmax_cross_entropy
 from dr.losses.distill import inbatch_margin_mse, kl_distill, pairwise_margin_mse
 from dr.models.cross_encoder import CrossEncoder, CrossEncoderConfig
 from dr.models.dual_encoder import DualEncoder
-from dr.objectives.base import Objective, ObjectiveConfig, Parts
+from dr.objectives.base import Objective, ObjectiveConfig, Parts, shared_tower_check
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +53,9 @@ class DistillConfig:
     `inbatch_model`: a cross-encoder scored live as the in-batch teacher (null: the file's scores);
     `inbatch_pairs_per_query`: a random k of each query's in-batch passages get teacher scores (null:
     all of them, as in the paper; k bounds the live teacher's cost on a CPU). `label_weight`: weight of the
-    labels' InfoNCE term (0: TAS-B as published)."""
+    labels' InfoNCE term (0: TAS-B as published); `pair_weight`: the pairwise term's (1: as published; 0 for
+    ablations). `fixed_passages`: train the query tower only, against the
+    starting model's passage embeddings (model.shared=false)."""
 
     scores: str
     format: Literal["auto", "tasb", "tsv", "jsonl"] = "auto"
@@ -58,12 +67,14 @@ class DistillConfig:
     inbatch_max_length: int = 256
     inbatch_pairs_per_query: int | None = None
     label_weight: float = 0.0
+    pair_weight: float = 1.0
+    fixed_passages: bool = False
 
     def __post_init__(self) -> None:
         if self.loss not in ("margin_mse", "kl"):
             raise ValueError(f"teacher.loss must be margin_mse or kl, got {self.loss!r}")
-        if self.inbatch_weight < 0 or self.kl_temperature <= 0 or self.label_weight < 0:
-            raise ValueError("teacher.inbatch_weight and teacher.label_weight must be >= 0 and "
+        if min(self.inbatch_weight, self.label_weight, self.pair_weight) < 0 or self.kl_temperature <= 0:
+            raise ValueError("teacher.inbatch_weight, label_weight and pair_weight must be >= 0 and "
                              "teacher.kl_temperature > 0")
         if self.inbatch_pairs_per_query is not None and self.inbatch_pairs_per_query <= 0:
             raise ValueError(f"teacher.inbatch_pairs_per_query must be > 0 or null, got {self.inbatch_pairs_per_query}")
@@ -89,19 +100,42 @@ class DistillObjective(Objective):
     Groups must carry teacher scores (`TasSchedule`). Each process distils over its own batch."""
 
     def __init__(self, encoder: DualEncoder, config: DistillConfig, corpus: CorpusStore, teacher: TeacherScores,
-                 live: LiveTeacher | None = None, seed: int = 0) -> None:
+                 live: LiveTeacher | None = None, seed: int = 0, fixed: np.ndarray | None = None,
+                 positives: dict[str, list[str]] | None = None) -> None:
+        """`fixed`: (N, H) passage embeddings of the corpus's active rows (config.fixed_passages);
+        `positives`: every training query's labelled passages, masked out of the corpus-wide label softmax."""
         super().__init__()
         self.encoder, self.config, self.corpus = encoder, config, corpus
         self.teacher, self.live, self.seed = teacher, live, seed
+        self.fixed = None
+        if config.fixed_passages:
+            if fixed is None:
+                raise ValueError("teacher.fixed_passages: pass the corpus's passage embeddings")
+            if encoder.passage_model is encoder.query_model:
+                raise ValueError("teacher.fixed_passages trains the query tower alone: set model.shared=false")
+            encoder.passage_model.requires_grad_(False)
+            # not a buffer: never trained, saved or broadcast by DDP (as ADORE's FixedIndex)
+            self.fixed = torch.from_numpy(np.ascontiguousarray(fixed, dtype=np.float32))
+            ids = corpus.ids[corpus.active_rows]
+            self.row_of = {str(d): i for i, d in enumerate(ids)}
+            self.positive_rows = {q: [self.row_of[p] for p in ps if p in self.row_of]
+                                  for q, ps in (positives or {}).items()}
 
     def batch(self, groups: Sequence[Group]) -> dict:
         if any(g.teacher is None for g in groups):
             raise ValueError("distillation needs groups with teacher scores (sampler=tas_balanced)")
         pids = [pid for g in groups for pid in g.passage_ids]
         inbatch = self.inbatch_teacher(groups, pids) if self.config.inbatch_weight else None
-        return {"queries": [g.query for g in groups], "passages": self.corpus.texts(self.corpus.rows_of(pids)),
-                "teacher": torch.tensor([g.teacher for g in groups], dtype=torch.float32),
-                "inbatch": inbatch}
+        out = {"queries": [g.query for g in groups],
+               "teacher": torch.tensor([g.teacher for g in groups], dtype=torch.float32), "inbatch": inbatch}
+        if self.fixed is None:
+            return {**out, "passages": self.corpus.texts(self.corpus.rows_of(pids))}
+        rows = torch.tensor([self.row_of[p] for p in pids], dtype=torch.long)
+        others = torch.zeros(len(groups), len(self.fixed), dtype=torch.bool)  # other labelled positives
+        for i, g in enumerate(groups):
+            others[i, self.positive_rows.get(g.qid, [])] = True
+            others[i, rows[i * len(g.passage_ids)]] = False
+        return {**out, "passages": rows, "other_positives": others}
 
     def inbatch_teacher(self, groups: list[Group], pids: list[str]) -> torch.Tensor:
         """(B, B*G) in-batch teacher scores, NaN where none is known or none was sampled."""
@@ -131,11 +165,16 @@ class DistillObjective(Objective):
             cells += [(i, i * group)] + [(i, j) for j in others]
         return cells
 
-    def forward(self, queries: Sequence[str], passages: Sequence[str], teacher: torch.Tensor,
-                inbatch: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
-        """B queries, B*G passages (group-major, positive first), teacher (B, G), inbatch (B, B*G) or None."""
+    def forward(self, queries: Sequence[str], passages: Sequence[str] | torch.Tensor, teacher: torch.Tensor,
+                inbatch: torch.Tensor | None, other_positives: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """B queries, B*G passages (group-major, positive first; their rows in the fixed matrix when
+        fixed_passages), teacher (B, G), inbatch (B, B*G) or None, other_positives (B, N) with fixed passages."""
         q = self.encoder.embed("query", self.encoder.tokenize("query", queries))  # (B, H)
-        p = self.encoder.embed("passage", self.encoder.tokenize("passage", passages))  # (B*G, H)
+        if self.fixed is None:
+            p = self.encoder.embed("passage", self.encoder.tokenize("passage", passages))  # (B*G, H)
+        else:
+            self.fixed = self.fixed.to(q.device)
+            p = self.fixed[passages.to(q.device)].to(q.dtype)  # (B*G, H), no gradient
         scores = self.encoder.score(q, p)  # (B, B*G)
         b, group = q.shape[0], p.shape[0] // q.shape[0]
         targets = torch.arange(b, device=scores.device) * group
@@ -146,13 +185,18 @@ class DistillObjective(Objective):
             pair = kl_distill(student, teacher, self.config.kl_temperature)
         else:
             pair = pairwise_margin_mse(student, teacher)
-        loss, logs = pair, {"loss_pair": float(pair.detach())}
+        loss, logs = self.config.pair_weight * pair, {"loss_pair": float(pair.detach())}
         if inbatch is not None:
             inb = inbatch_margin_mse(scores, inbatch.to(scores.device), targets, own)
             loss = loss + self.config.inbatch_weight * inb
             logs["loss_inbatch"] = float(inb.detach())
-        if self.config.label_weight:
+        if self.config.label_weight and self.fixed is None:
             label = softmax_cross_entropy(scores, targets)  # the positive against every in-batch passage
+        elif self.config.label_weight:  # the positive against the whole corpus, its other positives left out
+            everything = self.encoder.score(q, self.fixed.to(q.dtype))  # (B, N)
+            everything = everything.masked_fill(other_positives.to(q.device), float("-inf"))
+            label = softmax_cross_entropy(everything, passages.to(q.device)[targets])
+        if self.config.label_weight:
             loss = loss + self.config.label_weight * label
             logs["loss_label"] = float(label.detach())
         with torch.no_grad():
@@ -198,4 +242,15 @@ class DistillObjectiveConfig(ObjectiveConfig):
             ranker_cfg = CrossEncoderConfig(distill_cfg.inbatch_model, max_length=distill_cfg.inbatch_max_length,
                                             show_progress=False)
             live = LiveTeacher(CrossEncoder(ranker_cfg))
-        return DistillObjective(encoder, distill_cfg, parts.train_set.corpus, scores, live, parts.trainer.seed)
+        fixed = None
+        if distill_cfg.fixed_passages:
+            from dr.retrievers.dense import DenseRetriever
+
+            # the starting passage tower's embeddings: the cache's when the fusion teacher just encoded them
+            fixed = DenseRetriever(encoder, cache=parts.cache).corpus_matrix(parts.train_set.corpus)
+        return DistillObjective(encoder, distill_cfg, parts.train_set.corpus, scores, live, parts.trainer.seed,
+                                fixed=fixed, positives=parts.positives if fixed is not None else None)
+
+    def check(self, cfg: DictConfig) -> None:
+        if cfg.teacher.get("fixed_passages"):
+            shared_tower_check(cfg, self.name, "with teacher.fixed_passages=true trains the query tower only")

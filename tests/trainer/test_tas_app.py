@@ -58,9 +58,11 @@ def test_cross_encoder_score_rerank_and_tas_balanced(tiny_model, train_data_dir,
     assert "scifact-test" in json.loads((tmp_path / "rerank" / "metrics.json").read_text())
 
     run = tmp_path / "tas"
-    proc = train(["+experiment=tas_balanced", "trainer.max_steps=3", f"teacher.scores={scores}",
+    paper = ["model.shared=true", "teacher.fixed_passages=false", "teacher.loss=margin_mse", "teacher.label_weight=0",
+             "teacher.inbatch_weight=0.75", "trainer.negatives_per_query=1"]  # the config's "paper's setup" line
+    proc = train(["+experiment=tas_balanced", "teacher=scifact", "trainer.max_steps=3", f"teacher.scores={scores}",
                   f"teacher.inbatch_model={teacher}", "teacher.inbatch_pairs_per_query=3", "sampler.clusters=4",
-                  *base_args(tiny_model, run)], train_data_dir, cache)
+                  *paper, *base_args(tiny_model, run)], train_data_dir, cache)
     assert proc.returncode == 0, proc.stderr[-4000:]
     logged = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     assert len(logged) == 3 and all(np.isfinite(x["loss_pair"]) and np.isfinite(x["loss_inbatch"]) for x in logged)
@@ -130,14 +132,26 @@ def test_fusion_teacher_score_file_and_distillation(tiny_model, train_data_dir, 
     values = [s for v in table.scores.values() for s in v.values()]
     assert len(set(values)) > 36 and all(np.isfinite(values))  # fused z-scores, not a constant
 
-    run = tmp_path / "tas"
-    proc = train(["+experiment=tas_balanced", "teacher=fusion", "teacher.k=4", "teacher.scale=0.5",
-                  "trainer.max_steps=3", "sampler.clusters=4", *base_args(tiny_model, run)], train_data_dir, cache)
+    run = tmp_path / "tas"  # the main job's recipe: listwise KL + labels, the query tower against fixed passages
+    proc = train(["+experiment=tas_balanced", "teacher.k=4", "teacher.scale=0.5", "trainer.max_steps=3",
+                  "trainer.eval_every=0", "sampler.clusters=4", *base_args(tiny_model, run)], train_data_dir, cache)
     assert proc.returncode == 0, proc.stderr[-4000:]
     logged = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
-    assert len(logged) == 3 and all(np.isfinite(x["loss_pair"]) and np.isfinite(x["loss_inbatch"]) for x in logged)
+    assert len(logged) == 3 and all(np.isfinite(x["loss_pair"]) and np.isfinite(x["loss_label"]) for x in logged)
+    assert not any("loss_inbatch" in x for x in logged)
     logs = "".join(p.read_text() for p in run.glob("*.log"))
     assert "teacher fusion(1 x bm25, 1 x dense; zscore over top 4; scale 0.5)" in logs
+    export = run / "export"
+    assert (export / "query" / "model.safetensors").exists() and (export / "passage" / "model.safetensors").exists()
+    from safetensors.torch import load_file
+
+    start = load_file(str(export / "passage" / "model.safetensors"))  # the passage tower did not move
+    query = load_file(str(export / "query" / "model.safetensors"))
+    assert any(not torch.equal(query[k], start[k]) for k in start)
+    from transformers import AutoModel
+
+    tiny = AutoModel.from_pretrained(str(tiny_model)).state_dict()
+    assert all(torch.equal(start[k], tiny[k]) for k in start if k in tiny)
 
 
 def test_label_term_adds_the_contrastive_loss_on_the_labelled_positives(tiny_model, tiny_data_dir):
@@ -164,3 +178,35 @@ def test_label_term_adds_the_contrastive_loss_on_the_labelled_positives(tiny_mod
     assert float(both) == pytest.approx(float(plain) + 0.5 * float(expected), rel=1e-5)
     with pytest.raises(ValueError, match="label_weight"):
         DistillConfig(scores="x", label_weight=-1.0)
+
+
+def test_fixed_passages_train_the_query_tower_against_the_whole_corpus(tiny_model, tiny_data_dir):
+    import torch.nn.functional as F
+
+    from dr.data.sources import beir_set
+
+    test = beir_set("scifact-test", str(tiny_data_dir / "scifact"), "test")
+    ids = [str(x) for x in test.corpus.ids[test.corpus.active_rows]]
+    encoder = DualEncoder(EncoderConfig(str(tiny_model), pooling="mean", show_progress=False, shared=False)).eval()
+    fixed = encoder.encode_passages(test.corpus.texts(test.corpus.active_rows))  # (N, H), the starting tower
+    groups = [Group(f"q{i}", f"query {i}", [ids[2 * i], ids[2 * i + 1]], [5.0, 1.0 + i]) for i in range(2)]
+    positives = {"q0": [ids[0], ids[5]], "q1": [ids[2]]}  # q0 has a second labelled passage
+    cfg = DistillConfig(scores="x", inbatch_weight=0, label_weight=1.0, fixed_passages=True)
+    objective = DistillObjective(encoder, cfg, test.corpus, TeacherScores({}, {}, "x"), None, fixed=fixed,
+                                 positives=positives)
+    inputs = objective.batch(groups)
+    assert inputs["passages"].tolist() == [0, 1, 2, 3] and inputs["other_positives"].sum() == 1
+    assert bool(inputs["other_positives"][0, 5])
+    loss, logs = objective(**inputs)
+    with torch.no_grad():
+        q = encoder.embed("query", encoder.tokenize("query", inputs["queries"]))
+        everything = encoder.score(q, torch.from_numpy(fixed))
+        everything[0, 5] = float("-inf")
+        expected = F.cross_entropy(everything, torch.tensor([0, 2]))
+    assert logs["loss_label"] == pytest.approx(float(expected), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in encoder.passage_model.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.query_model.parameters())
+    shared = DualEncoder(EncoderConfig(str(tiny_model), pooling="mean", show_progress=False))
+    with pytest.raises(ValueError, match="model.shared=false"):
+        DistillObjective(shared, cfg, test.corpus, TeacherScores({}, {}, "x"), None, fixed=fixed)
