@@ -33,7 +33,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from dr.data.corpus import CorpusStore
+from dr.data.errors import ReadPolicy
 from dr.data.groups import Group
+from dr.data.msmarco import read_queries_tsv
 from dr.data.tas import TasConfig, TasSchedule
 from dr.data.teacher import TeacherScores, read_teacher_scores
 from dr.dist import all_gather_object
@@ -69,11 +71,18 @@ class DistillConfig:
     label_weight: float = 0.0
     pair_weight: float = 1.0
     fixed_passages: bool = False
+    anchor_queries: str | None = None
+    anchor_weight: float = 0.0
+    anchor_per_step: int = 16
 
     def __post_init__(self) -> None:
         if self.loss not in ("margin_mse", "kl"):
             raise ValueError(f"teacher.loss must be margin_mse or kl, got {self.loss!r}")
-        if min(self.inbatch_weight, self.label_weight, self.pair_weight) < 0 or self.kl_temperature <= 0:
+        if self.anchor_weight and not (self.anchor_queries and self.fixed_passages and self.anchor_per_step > 0):
+            raise ValueError("teacher.anchor_weight needs teacher.anchor_queries, teacher.fixed_passages=true (the "
+                             "passage tower is the starting model the anchor compares with) and anchor_per_step > 0")
+        if min(self.inbatch_weight, self.label_weight, self.pair_weight, self.anchor_weight) < 0 \
+                or self.kl_temperature <= 0:
             raise ValueError("teacher.inbatch_weight, label_weight and pair_weight must be >= 0 and "
                              "teacher.kl_temperature > 0")
         if self.inbatch_pairs_per_query is not None and self.inbatch_pairs_per_query <= 0:
@@ -120,6 +129,9 @@ class DistillObjective(Objective):
             self.row_of = {str(d): i for i, d in enumerate(ids)}
             self.positive_rows = {q: [self.row_of[p] for p in ps if p in self.row_of]
                                   for q, ps in (positives or {}).items()}
+        self.anchors: list[str] = []
+        if config.anchor_weight:  # `qid<TAB>text` rows; a bad row raises naming file and line
+            self.anchors = list(read_queries_tsv(config.anchor_queries, ReadPolicy(strict=True)).values())
 
     def batch(self, groups: Sequence[Group]) -> dict:
         if any(g.teacher is None for g in groups):
@@ -135,7 +147,17 @@ class DistillObjective(Objective):
         for i, g in enumerate(groups):
             others[i, self.positive_rows.get(g.qid, [])] = True
             others[i, rows[i * len(g.passage_ids)]] = False
-        return {**out, "passages": rows, "other_positives": others}
+        return {**out, "passages": rows, "other_positives": others, "anchors": self.anchor_texts(groups)}
+
+    def anchor_texts(self, groups: Sequence[Group]) -> list[str]:
+        """`anchor_per_step` anchor queries, drawn without replacement, seeded by the batch's content (as
+        `_cells`), so a rerun or a resumed run draws the same ones."""
+        if not self.anchors:
+            return []
+        key = zlib.crc32("\t".join(g.qid for g in groups).encode())
+        rng = np.random.default_rng([self.seed, key, 1])
+        take = min(self.config.anchor_per_step, len(self.anchors))
+        return [self.anchors[i] for i in sorted(rng.choice(len(self.anchors), size=take, replace=False).tolist())]
 
     def inbatch_teacher(self, groups: list[Group], pids: list[str]) -> torch.Tensor:
         """(B, B*G) in-batch teacher scores, NaN where none is known or none was sampled."""
@@ -166,7 +188,8 @@ class DistillObjective(Objective):
         return cells
 
     def forward(self, queries: Sequence[str], passages: Sequence[str] | torch.Tensor, teacher: torch.Tensor,
-                inbatch: torch.Tensor | None, other_positives: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                inbatch: torch.Tensor | None, other_positives: torch.Tensor | None = None,
+                anchors: Sequence[str] = ()) -> tuple[torch.Tensor, dict]:
         """B queries, B*G passages (group-major, positive first; their rows in the fixed matrix when
         fixed_passages), teacher (B, G), inbatch (B, B*G) or None, other_positives (B, N) with fixed passages."""
         q = self.encoder.embed("query", self.encoder.tokenize("query", queries))  # (B, H)
@@ -199,10 +222,25 @@ class DistillObjective(Objective):
         if self.config.label_weight:
             loss = loss + self.config.label_weight * label
             logs["loss_label"] = float(label.detach())
+        if anchors:
+            anchor = self.anchor_loss(anchors)
+            loss = loss + self.config.anchor_weight * anchor
+            logs["loss_anchor"] = float(anchor.detach())
         with torch.no_grad():
             logs["train_acc"] = float((student.argmax(dim=1) == 0).float().mean())
         logs["loss"] = float(loss.detach())
         return loss, logs
+
+    def anchor_loss(self, texts: Sequence[str]) -> torch.Tensor:
+        """Relative squared distance between the trained query tower's embeddings of `texts` and the starting
+        model's (the frozen passage tower, given query tokenization): sum ||q - q0||^2 / sum ||q0||^2.
+        It keeps queries unlike the training ones (teacher.anchor_queries, e.g. MS MARCO questions) where the
+        starting model put them while the claims move."""
+        batch = self.encoder.tokenize("query", texts)
+        q = self.encoder.embed("query", batch)
+        with torch.no_grad():
+            q0 = self.encoder.embed("passage", batch).to(q.dtype)
+        return ((q - q0) ** 2).sum() / (q0 ** 2).sum().clamp_min(1e-12)
 
     def schedule(self, parts: Parts, negatives, global_batch: int, mined: bool) -> TasSchedule:
         """Balanced topic-aware batches: the training queries clustered once on a fixed encoder's embeddings.

@@ -210,3 +210,41 @@ def test_fixed_passages_train_the_query_tower_against_the_whole_corpus(tiny_mode
     shared = DualEncoder(EncoderConfig(str(tiny_model), pooling="mean", show_progress=False))
     with pytest.raises(ValueError, match="model.shared=false"):
         DistillObjective(shared, cfg, test.corpus, TeacherScores({}, {}, "x"), None, fixed=fixed)
+
+
+def test_anchor_term_is_zero_at_the_start_and_grows_as_the_query_tower_moves(tiny_model, tiny_data_dir, tmp_path):
+    from dr.data.sources import beir_set
+
+    test = beir_set("scifact-test", str(tiny_data_dir / "scifact"), "test")
+    ids = [str(x) for x in test.corpus.ids[test.corpus.active_rows]]
+    anchors = tmp_path / "anchors.tsv"
+    anchors.write_text("".join(f"a{i}\twhat is passage {i} about\n" for i in range(10)), encoding="utf-8")
+    encoder = DualEncoder(EncoderConfig(str(tiny_model), pooling="mean", show_progress=False, shared=False)).eval()
+    fixed = encoder.encode_passages(test.corpus.texts(test.corpus.active_rows))
+    cfg = DistillConfig(scores="x", inbatch_weight=0, fixed_passages=True, anchor_queries=str(anchors),
+                        anchor_weight=2.0, anchor_per_step=4)
+    objective = DistillObjective(encoder, cfg, test.corpus, TeacherScores({}, {}, "x"), None, seed=3, fixed=fixed,
+                                 positives={})
+    groups = [Group(f"q{i}", f"query {i}", [ids[2 * i], ids[2 * i + 1]], [5.0, 1.0]) for i in range(2)]
+    inputs = objective.batch(groups)
+    assert len(inputs["anchors"]) == 4 and inputs["anchors"] == objective.batch(groups)["anchors"]  # seeded
+    assert len(set(inputs["anchors"])) == 4
+    with torch.no_grad():
+        assert float(objective.anchor_loss(inputs["anchors"])) == pytest.approx(0.0, abs=1e-10)
+        for p in encoder.query_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        moved = float(objective.anchor_loss(inputs["anchors"]))
+        plain_loss, _ = DistillObjective(encoder, DistillConfig(scores="x", inbatch_weight=0, fixed_passages=True),
+                                         test.corpus, TeacherScores({}, {}, "x"), None, fixed=fixed)(
+            **{k: v for k, v in inputs.items() if k != "anchors"})
+        loss, logs = objective(**inputs)
+    assert moved > 0 and logs["loss_anchor"] == pytest.approx(moved, rel=1e-5)
+    assert float(loss) == pytest.approx(float(plain_loss) + 2.0 * moved, rel=1e-5)
+    with pytest.raises(ValueError, match="anchor_weight needs"):
+        DistillConfig(scores="x", anchor_weight=1.0, anchor_queries=str(anchors))  # no fixed_passages
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a1\tfine\nno tab here\n", encoding="utf-8")
+    with pytest.raises(Exception, match="bad.tsv:2"):
+        DistillObjective(encoder, DistillConfig(scores="x", fixed_passages=True, anchor_queries=str(bad),
+                                                anchor_weight=1.0), test.corpus, TeacherScores({}, {}, "x"), None,
+                         fixed=fixed, positives={})
