@@ -72,6 +72,14 @@ def init_from_env() -> bool:
     return True
 
 
+def shutdown() -> None:
+    """Leave the process group `init_from_env` joined, once this process's last collective is done. Left to
+    interpreter exit, gloo's threads are sometimes still alive while C++ statics are destroyed, and the
+    process dies with "terminate called without an active exception" (SIGABRT) after its work is done."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def local_device() -> str:
     """`cuda:LOCAL_RANK` when torch sees a GPU (each process its own), else `cpu`."""
     if torch.cuda.is_available():

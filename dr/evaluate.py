@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from dr.config import CONFIG_DIR, eval_set_names, register_resolvers
 from dr.data.sources import RetrievalSet
-from dr.dist import all_gather_object, init_from_env, peak_rss_mb, world
+from dr.dist import all_gather_object, init_from_env, peak_rss_mb, shutdown, world
 from dr.encoding.cache import EmbeddingCache, reused_from_earlier_runs
 from dr.eval.evaluator import Evaluator, format_table
 from dr.io import atomic_write_json
@@ -83,6 +83,7 @@ def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
         atomic_write_json(out_dir / "timings.json", timings)
         print(format_table(metrics))
         print(f"metrics: {out_dir / 'metrics.json'}  runs: {out_dir / 'runs'}  timings: {json.dumps(timings)}")
+    shutdown()
     return metrics
 
 

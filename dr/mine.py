@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from dr.config import CONFIG_DIR, register_resolvers
 from dr.data.sources import RetrievalSet
-from dr.dist import init_from_env, world
+from dr.dist import init_from_env, shutdown, world
 from dr.evaluate import build_retriever
 from dr.retrievers import retrieve_run
 from dr.mining.select import select_negatives
@@ -35,7 +35,9 @@ def main(cfg: DictConfig) -> None:
     train_set: RetrievalSet = instantiate(cfg.data.train, _convert_="all")
     retriever = build_retriever(cfg)  # the same encoder + cache wiring as dr.evaluate
     run = retrieve_run(retriever, train_set, int(cfg.depth))
-    if world()[0] != 0:
+    rank = world()[0]
+    shutdown()  # the last collective is behind; rank 0 writes the file alone
+    if rank != 0:
         return
     negatives = select_negatives(run, train_set.qrels, tuple(cfg.window), int(cfg.per_query),
                                  np.random.default_rng(int(cfg.seed)), cfg.sampling)

@@ -18,6 +18,8 @@ setting, Zhan et al. 2021, with TAS-B's teacher in place of ADORE's ranking loss
 are encoded once (from the embedding cache when the model was seen before), a step encodes only its
 queries, and the label term's softmax runs over the whole corpus instead of the batch. Needs
 model.shared=false; the whole (N, H) matrix is held in memory, so it is meant for corpora of SciFact's size.
+With it, `anchor_weight` can add a term that keeps other queries (`anchor_queries`, e.g. MS MARCO questions)
+embedded where the starting model put them, against forgetting outside the training domain.
 """
 from __future__ import annotations
 
@@ -56,8 +58,9 @@ class DistillConfig:
     `inbatch_pairs_per_query`: a random k of each query's in-batch passages get teacher scores (null:
     all of them, as in the paper; k bounds the live teacher's cost on a CPU). `label_weight`: weight of the
     labels' InfoNCE term (0: TAS-B as published); `pair_weight`: the pairwise term's (1: as published; 0 for
-    ablations). `fixed_passages`: train the query tower only, against the
-    starting model's passage embeddings (model.shared=false)."""
+    ablations). `fixed_passages`: train the query tower only, against the starting model's passage
+    embeddings (model.shared=false). `anchor_queries` (`qid<TAB>text`), `anchor_weight`, `anchor_per_step`:
+    with fixed passages, keep those queries' embeddings near the starting model's (`anchor_loss`)."""
 
     scores: str
     format: Literal["auto", "tasb", "tsv", "jsonl"] = "auto"
@@ -83,7 +86,7 @@ class DistillConfig:
                              "passage tower is the starting model the anchor compares with) and anchor_per_step > 0")
         if min(self.inbatch_weight, self.label_weight, self.pair_weight, self.anchor_weight) < 0 \
                 or self.kl_temperature <= 0:
-            raise ValueError("teacher.inbatch_weight, label_weight and pair_weight must be >= 0 and "
+            raise ValueError("teacher.inbatch_weight, label_weight, pair_weight and anchor_weight must be >= 0 and "
                              "teacher.kl_temperature > 0")
         if self.inbatch_pairs_per_query is not None and self.inbatch_pairs_per_query <= 0:
             raise ValueError(f"teacher.inbatch_pairs_per_query must be > 0 or null, got {self.inbatch_pairs_per_query}")

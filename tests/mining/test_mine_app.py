@@ -30,6 +30,21 @@ def test_mine_writes_negatives_without_positives(tiny_model, train_data_dir, tmp
         assert not set(pids) & {d for d, g in train.qrels[qid].items() if g > 0}
 
 
+def test_mine_with_two_processes_writes_what_one_process_writes(tiny_model, train_data_dir, tmp_path):
+    """Each process searches its shard; rank 0 writes the file after leaving the process group."""
+    outs = {}
+    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--nproc_per_node", "2"])):
+        outs[name] = tmp_path / f"{name}.tsv"
+        env = {**os.environ, "DR_DATA_DIR": str(train_data_dir), "DR_CACHE": str(tmp_path / f"c-{name}"),
+               "HF_HUB_OFFLINE": "1"}
+        proc = subprocess.run([sys.executable, *launcher, "-m", "dr.mine", f"model.name_or_path={tiny_model}",
+                               "model.pooling=mean", "model.show_progress=false", f"out={outs[name]}", "per_query=4",
+                               "window=[0,8]", f"hydra.run.dir={tmp_path / name}"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert outs["one"].read_text() == outs["two"].read_text()
+
+
 def test_negatives_file_bad_input(train_data_dir, tmp_path):
     train = beir_set("t", str(train_data_dir / "scifact"), "train")
     bad = tmp_path / "bad.tsv"
