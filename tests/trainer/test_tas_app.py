@@ -59,7 +59,7 @@ def test_cross_encoder_score_rerank_and_tas_balanced(tiny_model, train_data_dir,
 
     run = tmp_path / "tas"
     paper = ["model.shared=true", "teacher.fixed_passages=false", "teacher.loss=margin_mse", "teacher.label_weight=0",
-             "teacher.inbatch_weight=0.75", "trainer.negatives_per_query=1"]  # the config's "paper's setup" line
+             "teacher.pair_weight=1", "teacher.inbatch_weight=0.75", "trainer.negatives_per_query=1"]  # its paper line
     proc = train(["+experiment=tas_balanced", "teacher=scifact", "trainer.max_steps=3", f"teacher.scores={scores}",
                   f"teacher.inbatch_model={teacher}", "teacher.inbatch_pairs_per_query=3", "sampler.clusters=4",
                   *paper, *base_args(tiny_model, run)], train_data_dir, cache)
