@@ -176,6 +176,12 @@ def test_label_term_adds_the_contrastive_loss_on_the_labelled_positives(tiny_mod
         expected = F.cross_entropy(encoder.score(q, p), torch.tensor([0, 2, 4]))  # positives at columns 0, 2, 4
     assert "loss_label" not in plain_logs and logs["loss_label"] == pytest.approx(float(expected), rel=1e-5)
     assert float(both) == pytest.approx(float(plain) + 0.5 * float(expected), rel=1e-5)
+    cfg = DistillConfig(scores="x", inbatch_weight=0, label_weight=0.5, pair_weight=0.0)
+    labels_only = DistillObjective(encoder, cfg, test.corpus, TeacherScores({}, {}, "x"), None)
+    with torch.no_grad():
+        only, only_logs = labels_only(**inputs)
+    assert float(only) == pytest.approx(0.5 * float(expected), rel=1e-5)  # pair_weight=0: the teacher term is off
+    assert only_logs["loss_pair"] == pytest.approx(plain_logs["loss_pair"], rel=1e-5)  # still logged
     with pytest.raises(ValueError, match="label_weight"):
         DistillConfig(scores="x", label_weight=-1.0)
 
