@@ -41,6 +41,7 @@ from dr.data.msmarco import read_queries_tsv
 from dr.data.tas import TasConfig, TasSchedule
 from dr.data.teacher import TeacherScores, read_teacher_scores
 from dr.dist import all_gather_object
+from dr.encoding.sharded import corpus_matrix
 from dr.index import kmeans_assign
 from dr.losses.contrastive import own_group_mask, softmax_cross_entropy
 from dr.losses.distill import inbatch_margin_mse, kl_distill, pairwise_margin_mse
@@ -91,8 +92,9 @@ class DistillConfig:
         if self.inbatch_pairs_per_query is not None and self.inbatch_pairs_per_query <= 0:
             raise ValueError(f"teacher.inbatch_pairs_per_query must be > 0 or null, got {self.inbatch_pairs_per_query}")
 
-    def teacher_scores(self, encoder: DualEncoder, parts: Parts) -> TeacherScores:
-        """The pairwise teacher: the score file (`teacher=fusion` computes its scores instead)."""
+    def teacher_scores(self, encoder: DualEncoder, parts: Parts, passages: np.ndarray | None = None) -> TeacherScores:
+        """The pairwise teacher: the score file (`teacher=fusion` computes its scores instead, from `passages`,
+        the encoder's corpus embeddings, when given)."""
         return read_teacher_scores(self.scores, strict=self.strict, fmt=self.format)
 
 
@@ -277,18 +279,14 @@ class DistillObjectiveConfig(ObjectiveConfig):
 
     def build(self, encoder: DualEncoder, parts: Parts) -> DistillObjective:
         distill_cfg: DistillConfig = instantiate(parts.cfg.teacher, _convert_="all")
-        scores = distill_cfg.teacher_scores(encoder, parts)
+        # fixed passages: the starting passage tower's embeddings, encoded once for the objective and the teacher
+        fixed = corpus_matrix(encoder, parts.train_set.corpus, parts.cache) if distill_cfg.fixed_passages else None
+        scores = distill_cfg.teacher_scores(encoder, parts, fixed)
         live = None
         if distill_cfg.inbatch_model and distill_cfg.inbatch_weight:
             ranker_cfg = CrossEncoderConfig(distill_cfg.inbatch_model, max_length=distill_cfg.inbatch_max_length,
                                             show_progress=False)
             live = LiveTeacher(CrossEncoder(ranker_cfg))
-        fixed = None
-        if distill_cfg.fixed_passages:
-            from dr.retrievers.dense import DenseRetriever
-
-            # the starting passage tower's embeddings: the cache's when the fusion teacher just encoded them
-            fixed = DenseRetriever(encoder, cache=parts.cache).corpus_matrix(parts.train_set.corpus)
         return DistillObjective(encoder, distill_cfg, parts.train_set.corpus, scores, live, parts.trainer.seed,
                                 fixed=fixed, positives=parts.positives if fixed is not None else None)
 

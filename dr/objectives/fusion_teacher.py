@@ -104,12 +104,13 @@ class FusionTeacherConfig(DistillConfig):
         if self.inbatch_model:
             raise ValueError("teacher=fusion scores in-batch pairs itself: leave teacher.inbatch_model null")
 
-    def teacher_scores(self, encoder: DualEncoder, parts: Parts) -> FusionScores:
-        return self.fused(encoder, parts.train_set, parts.train_qids, parts.cache)
+    def teacher_scores(self, encoder: DualEncoder, parts: Parts, passages: np.ndarray | None = None) -> FusionScores:
+        return self.fused(encoder, parts.train_set, parts.train_qids, parts.cache, passages)
 
-    def fused(self, encoder: DualEncoder, scored_set: RetrievalSet, qids: list[str], cache=None) -> FusionScores:
+    def fused(self, encoder: DualEncoder, scored_set: RetrievalSet, qids: list[str], cache=None,
+              passages: np.ndarray | None = None) -> FusionScores:
         """The fused teacher over `qids` of `scored_set` and its whole corpus (also `python -m dr.score
-        teacher=fusion`)."""
+        teacher=fusion`). `passages`: `encoder`'s corpus embeddings when the caller already holds them."""
         qids, corpus = list(qids), scored_set.corpus
         if len(qids) * len(corpus) > self.max_pairs:
             raise ValueError(f"teacher=fusion holds (queries x passages) = {len(qids)} x {len(corpus)} scores, over "
@@ -122,7 +123,7 @@ class FusionTeacherConfig(DistillConfig):
             if source == "bm25":
                 raw = self.bm25.score_matrix(corpus, texts)
             else:
-                raw = self._dense(encoder, corpus, texts, cache)
+                raw = self._dense(encoder, corpus, texts, cache, passages)
             fused += weight * normalize_rows(raw, self.normalize, self.k, self.rrf_k)
             k = min(self.k, raw.shape[1])
             np.put_along_axis(candidates, np.argpartition(-raw, k - 1, axis=1)[:, :k], True, axis=1)
@@ -139,7 +140,9 @@ class FusionTeacherConfig(DistillConfig):
         logger.info("teacher %s over %d queries x %d passages", source, len(qids), len(corpus))
         return FusionScores(scores, {}, source, matrix, {q: i for i, q in enumerate(qids)}, col)
 
-    def _dense(self, encoder: DualEncoder, corpus, texts: list[str], cache) -> np.ndarray:
-        if self.dense_model:
-            encoder = DualEncoder(encoder.config.with_weights(self.dense_model))
-        return encoder.encode_queries(texts, desc="teacher queries") @ corpus_matrix(encoder, corpus, cache).T
+    def _dense(self, encoder: DualEncoder, corpus, texts: list[str], cache, passages: np.ndarray | None) -> np.ndarray:
+        if self.dense_model:  # another model: the caller's embeddings are not its
+            encoder, passages = DualEncoder(encoder.config.with_weights(self.dense_model)), None
+        if passages is None:
+            passages = corpus_matrix(encoder, corpus, cache)
+        return encoder.encode_queries(texts, desc="teacher queries") @ passages.T
