@@ -29,6 +29,7 @@ from dr.models.cross_encoder import CrossEncoder
 from dr.models.standin import build_encoder
 from dr.retrievers.dense import DenseRetriever
 from dr.retrievers.rerank import RerankRetriever
+from dr.runtime import configure_allocator
 
 logger = logging.getLogger(__name__)
 register_resolvers()
@@ -64,6 +65,7 @@ def _with_encoder(retriever: functools.partial, cfg: DictConfig):
 def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     start = time.perf_counter()
+    configure_allocator()
     init_from_env()  # under torchrun / accelerate launch: join the process group (sharded dense retrieval)
     sets = build_eval_sets(cfg, list(cfg.eval_sets) if cfg.eval_sets else None)
     retriever = build_retriever(cfg)

@@ -20,9 +20,10 @@ from dr.config import CONFIG_DIR, register_resolvers
 from dr.data.sources import RetrievalSet
 from dr.dist import init_from_env, shutdown, world
 from dr.evaluate import build_retriever
-from dr.retrievers import retrieve_run
 from dr.mining.select import select_negatives
 from dr.negatives.file import write_negatives
+from dr.retrievers import retrieve_run
+from dr.runtime import configure_allocator
 
 logger = logging.getLogger(__name__)
 register_resolvers()
@@ -31,6 +32,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="mine")
 def main(cfg: DictConfig) -> None:
     start = time.perf_counter()
+    configure_allocator()
     init_from_env()  # under torchrun: each process encodes and searches one shard of the corpus
     train_set: RetrievalSet = instantiate(cfg.data.train, _convert_="all")
     retriever = build_retriever(cfg)  # the same encoder + cache wiring as dr.evaluate

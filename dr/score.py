@@ -29,6 +29,7 @@ from dr.models.standin import build_encoder
 from dr.objectives.fusion_teacher import FusionTeacherConfig
 from dr.retrievers.bm25 import BM25Retriever
 from dr.retrievers.rerank import score_pairs
+from dr.runtime import configure_allocator
 
 logger = logging.getLogger(__name__)
 register_resolvers()
@@ -88,6 +89,7 @@ def fusion_scores(cfg: DictConfig, scored_set: RetrievalSet, pairs: dict[str, li
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="score")
 def main(cfg: DictConfig) -> None:
     start = time.perf_counter()
+    configure_allocator()
     scored_set = scored_set_of(cfg)
     pairs = read_pairs(cfg.pairs, scored_set) if cfg.pairs else candidates(cfg, scored_set)
     if cfg.get("teacher") is None:

@@ -28,6 +28,7 @@ from dr.eval.dev import dev_set
 from dr.eval.evaluator import Evaluator
 from dr.models.precision import resolve_precision
 from dr.objectives.base import ConfigError, ObjectiveConfig, Parts
+from dr.runtime import configure_allocator
 from dr.trainer.build import build_miner, export_callback, seed_everything, write_summary
 from dr.trainer.callbacks import CheckpointCallback, EvalCallback, LogCallback, MinerCallback
 from dr.trainer.checkpoint import TrainState, load_checkpoint, resolve_resume, resume_requested
@@ -57,6 +58,7 @@ def validate(cfg: DictConfig) -> tuple[ObjectiveConfig, TrainerConfig, list[str]
 
 
 def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
+    configure_allocator()
     method, tcfg, test_names, dense = validate(cfg)
     encoder_cfg = method.encoder_config(cfg)
     precision = resolve_precision(tcfg.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu", "training")

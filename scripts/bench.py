@@ -54,7 +54,7 @@ class Sizes:
     passage_len: int = 256
     train_steps: int = 5
     train_warmup: int = 1
-    train_comparisons: str = "fp32,defaults,bf16"  # scripts/bench_train.py --comparisons
+    train_comparisons: str = "fp32,defaults,bf16,fp32_st_allocator"  # scripts/bench_train.py --comparisons
     encode_n: int = 512
     encode_batch: int = 64
     encode_len: int = 256
@@ -134,7 +134,9 @@ def child_refresh(sizes: Sizes) -> dict:
     from dr.index import search_blocks
     from dr.mining.miner import Miner, passage_length
     from dr.models.dual_encoder import DualEncoder
+    from dr.runtime import configure_allocator
 
+    configure_allocator()  # as in dr.train, whose miner this times
     register_resolvers()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["+experiment=ance"])
@@ -240,7 +242,7 @@ def measure(section: str, sizes: Sizes, tmp: Path) -> dict:
         return _script_json("bench_train.py", args, tmp / "train.json")
     if section == "encode":
         args = ["--n", str(sizes.encode_n), "--batch-size", str(sizes.encode_batch), "--max-length",
-                str(sizes.encode_len), "--comparisons", "fp32,defaults"]
+                str(sizes.encode_len), "--comparisons", "fp32,defaults,fp32_st_allocator"]
         return _script_json("bench_encode.py", args, tmp / "encode.json")
     if section == "mfu":
         return measure_mfu(sizes, tmp)

