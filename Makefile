@@ -38,9 +38,10 @@ bench:
 # every experiment on the embedded default, one process each, into outputs/results/NAME, then the table in
 # docs/RESULTS.md (generated block) and docs/results.png. About 6 hours of 2 CPU cores from scratch (the sum
 # of docs/RESULTS.md's wall times); resumable: finished commands are skipped (RESULTS_ARGS="--dry-run" shows
-# the plan, "--table-only" only redraws, "--only star_adore" runs one row and what it needs).
+# the plan, "--table-only" only redraws, "--only star_adore" runs one row and what it needs). SEEDS=3 also
+# runs seeds 1 and 2 of the rows that train (RESULTS_ARGS="--only bm25_negatives,ance" to choose them).
 results:
-	$(PYTHON) scripts/results.py $(RESULTS_ARGS)
+	$(PYTHON) scripts/results.py $(if $(SEEDS),--seeds $(SEEDS)) $(RESULTS_ARGS)
 
 # dr's data path on MS MARCO-shaped synthetic collections (1M and 8.8M passages, 1 and 2 processes): corpus
 # store, BM25 index, teacher table, one miner refresh, one evaluation -> docs/scale/scale.json (docs/SCALE.md).

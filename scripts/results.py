@@ -6,6 +6,7 @@ docs/RESULTS.md and the figure docs/results.png.
     python scripts/results.py --only star_adore   # that row and what it needs, then the table
     python scripts/results.py --force ance        # rerun ance (and whatever was made from it)
     python scripts/results.py --table-only        # table and figure from the run dirs as they are; runs nothing
+    python scripts/results.py --seeds 3 --only bm25_negatives,ance   # + seeds 1 and 2 of those rows
 
 Each experiment is one or more commands (`REGISTRY`; the DL19-pool column of star and ance is a separate
 evaluation of their export, as in docs/RESULTS.md), run one after the other, each in its own process,
@@ -15,6 +16,15 @@ its run dir: the command, its wall time (measured around the process) and when i
 skipped when that record names the same command and it finished after everything it depends on (earlier
 commands of its row, the rows in `after`); so an interrupted `make results` resumes where it stopped, and a
 changed command or `--force` reruns it and the rows made from it. A rerun starts from an empty run dir.
+
+Seeds. `--seeds N` also runs seeds 1 .. N-1 of the chosen rows that train (the default seed, the
+trainer config's, stays in OUTPUTS/NAME): every command of the row again, its training commands with
+`trainer.seed=K`, each into its run dir's `seed-K/` subdir, and `{run:NAME}` of a seeded row pointing at
+NAME's `seed-K/` (seed K of star + adore reads seed K of star). `trainer.seed` is the one seed of a run: it
+seeds Python, numpy and torch, the dev split, the samplers, the miners, faiss's index and quantizer
+training (configs). The table shows a row with several seeds on disk as mean ± sd over its seeds, its
+marks from the tests of `dr.compare` on several runs: the paired tests on per-query values averaged over
+seeds, and Welch's test over the per-seed figures (§) when both it and the baseline have two or more.
 
 The table has one row per experiment: SciFact-test and DL19-pool RR@10 / nDCG@10 / R@100 (from each run's
 metrics.json) and the wall time; nDCG@10 carries dr.compare's significance marks against the
@@ -37,7 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dr.compare import TESTS, RunResult, compare, load_per_query, significance_marks
+from dr.compare import SEED_TEST, TESTS, RunResult, average_runs, compare, load_per_query, significance_marks
 from dr.docs import describe_machine, format_duration, invocation, machine, today, write_block
 from dr.eval.perquery import PerQuery
 from dr.report import read_jsonl
@@ -62,6 +72,7 @@ class Step:
     argv: tuple[str, ...]
     sets: tuple[str, ...] = SETS
     suffix: str = ""
+    seed_arg: str | None = None  # appended for seed K with {seed} filled in, e.g. "trainer.seed={seed}"
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,8 @@ class Experiment:
 
 
 def _train(experiment: str, *overrides: str, sets: tuple[str, ...] = SETS) -> Step:
-    return Step(("python", "-m", "dr.train", f"+experiment={experiment}", *overrides), sets)
+    return Step(("python", "-m", "dr.train", f"+experiment={experiment}", *overrides), sets,
+                seed_arg="trainer.seed={seed}")
 
 
 def _evaluate(*overrides: str, sets: tuple[str, ...] = SETS, suffix: str = "") -> Step:
@@ -132,6 +144,7 @@ class StepState:
     step: Step
     run_dir: Path
     argv: list[str]  # as displayed and recorded: starts with "python"
+    seed: int | None = None  # None: the default seed (OUTPUTS/NAME), else K (its seed-K/ subdir)
     done: bool = False
     reason: str = ""
     finished: float | None = None  # time.time() when the recorded run finished
@@ -143,7 +156,7 @@ class StepState:
 
     @property
     def key(self) -> str:
-        return f"{self.experiment.name}[{self.index}]"
+        return f"{self.experiment.name}[{self.index}]" + (f"@seed-{self.seed}" if self.seed else "")
 
 
 def check_registry(experiments: Sequence[Experiment]) -> None:
@@ -165,15 +178,40 @@ def check_registry(experiments: Sequence[Experiment]) -> None:
         seen.add(exp.name)
 
 
-def run_dir(outputs: Path, name: str, step: Step | None = None) -> Path:
-    """OUTPUTS/NAME, or OUTPUTS/NAME-SUFFIX for a step with a suffix."""
-    return outputs / (f"{name}-{step.suffix}" if step is not None and step.suffix else name)
+def run_dir(outputs: Path, name: str, step: Step | None = None, seed: int | None = None) -> Path:
+    """OUTPUTS/NAME, or OUTPUTS/NAME-SUFFIX for a step with a suffix; its `seed-K/` subdir for seed K."""
+    path = outputs / (f"{name}-{step.suffix}" if step is not None and step.suffix else name)
+    return path / f"seed-{seed}" if seed else path
 
 
-def resolve_argv(step: Step, exp: Experiment, outputs: Path) -> list[str]:
-    """The step's command with `{run:NAME}` filled in and `hydra.run.dir` appended."""
-    argv = [_PLACEHOLDER.sub(lambda m: str(run_dir(outputs, m.group(1))), a) for a in step.argv]
-    return argv + [f"hydra.run.dir={run_dir(outputs, exp.name, step)}"]
+def seeded(experiments: Sequence[Experiment]) -> set[str]:
+    """The experiments that have seeds: those with a step that takes one, and those made from them."""
+    found: set[str] = set()
+    for exp in experiments:
+        if any(step.seed_arg for step in exp.steps) or found & set(exp.after):
+            found.add(exp.name)
+    return found
+
+
+def resolve_argv(step: Step, exp: Experiment, outputs: Path, seed: int | None = None,
+                 seeded_names: set[str] = frozenset()) -> list[str]:
+    """The step's command with `{run:NAME}` filled in (seed K of a seeded NAME for seed K), the seed's
+    override for seed K, and `hydra.run.dir` appended."""
+    def ref(m: re.Match) -> str:
+        return str(run_dir(outputs, m.group(1), seed=seed if m.group(1) in seeded_names else None))
+
+    argv = [_PLACEHOLDER.sub(ref, a) for a in step.argv]
+    if seed and step.seed_arg:
+        argv.append(step.seed_arg.format(seed=seed))
+    return argv + [f"hydra.run.dir={run_dir(outputs, exp.name, step, seed)}"]
+
+
+def seeds_on_disk(outputs: Path, exp: Experiment) -> list[int]:
+    """The K of the `seed-K/` subdirs of the experiment's first run dir."""
+    base = run_dir(outputs, exp.name, exp.steps[0]) if exp.steps else None
+    if base is None or not base.is_dir():
+        return []
+    return sorted(int(d.name[5:]) for d in base.glob("seed-*") if d.is_dir() and d.name[5:].isdigit())
 
 
 def read_record(path: Path) -> dict | None:
@@ -199,18 +237,23 @@ def missing_sets(path: Path, sets: Sequence[str]) -> list[str]:
     return [s for s in sets if not isinstance(metrics.get(s), dict) or TEST_MEASURE not in metrics[s]]
 
 
-def plan(experiments: Sequence[Experiment], outputs: Path, force: set[str] = frozenset()) -> list[StepState]:
-    """Every step in run order with whether it is done. A step is done when its record names the same
-    command, its metrics.json has its sets, it is not forced, and every step it depends on is done and
-    finished before it."""
+def plan(experiments: Sequence[Experiment], outputs: Path, force: set[str] = frozenset(),
+         seeds: dict[str, Sequence[int]] | None = None) -> list[StepState]:
+    """Every step in run order with whether it is done: each experiment's default seed, then its seeds
+    `seeds[name]` (K >= 1; only seeded experiments have them). A step is done when its record names the same
+    command, its metrics.json has its sets, it is not forced, and every step it depends on (of the same seed)
+    is done and finished before it."""
     check_registry(experiments)
+    with_seeds = seeded(experiments)
     states: list[StepState] = []
-    by_exp: dict[str, list[StepState]] = {}
+    by_exp: dict[tuple[str, int | None], list[StepState]] = {}
     for exp in experiments:
-        for i, step in enumerate(exp.steps):
-            path = run_dir(outputs, exp.name, step)
-            state = StepState(exp, i, step, path, resolve_argv(step, exp, outputs))
-            upstream = [s for dep in exp.after for s in by_exp[dep]] + by_exp.get(exp.name, [])
+        extra = sorted(set((seeds or {}).get(exp.name, ()))) if exp.name in with_seeds else []
+        for seed, (i, step) in [(k, x) for k in [None, *extra] for x in enumerate(exp.steps)]:
+            path = run_dir(outputs, exp.name, step, seed)
+            state = StepState(exp, i, step, path, resolve_argv(step, exp, outputs, seed, with_seeds), seed)
+            upstream = [s for dep in exp.after for s in by_exp.get((dep, seed if dep in with_seeds else None), [])]
+            upstream += by_exp.get((exp.name, seed), [])
             record = read_record(path)
             if record is not None:
                 state.finished, state.wall_s = record.get("finished"), record.get("wall_s")
@@ -232,7 +275,7 @@ def plan(experiments: Sequence[Experiment], outputs: Path, force: set[str] = fro
             else:
                 state.done = True
             states.append(state)
-            by_exp.setdefault(exp.name, []).append(state)
+            by_exp.setdefault((exp.name, seed), []).append(state)
     return states
 
 
@@ -269,8 +312,11 @@ def run_step(state: StepState, outputs: Path) -> None:
     if path.exists():
         if outputs.resolve() not in path.resolve().parents:
             raise StepFailed(f"{state.key}: refusing to clear {path}, which is outside {outputs}")
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
+        for entry in path.iterdir():  # the other seeds' subdirs are theirs to keep
+            if state.seed is None and entry.is_dir() and re.fullmatch(r"seed-\d+", entry.name):
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    path.mkdir(parents=True, exist_ok=True)
     log = path / "results.log"
     argv = [sys.executable if i == 0 and a == "python" else a for i, a in enumerate(state.argv)]
     start = time.perf_counter()
@@ -320,13 +366,21 @@ class Row:
     stale: bool = False  # figures on disk, but not from the current commands
     steps_taken: int | None = None  # trainer.max_steps of its training run, from config.yaml
     cached: int = 0  # corpus encodings its commands took from the dr cache instead of computing
+    seed: int | None = None  # None: the default seed
+    # With seeds: every complete run (the default seed's first) averaged by dr.compare.average_runs; then
+    # `metrics` and `per_query` are that mean and `wall_s` the mean wall time of a run
+    combined: RunResult | None = None
 
     @property
     def ran(self) -> bool:
         return self.steps_done > 0
 
+    @property
+    def n_seeds(self) -> int:
+        return self.combined.n_runs if self.combined is not None else 1
+
     def result(self) -> RunResult:
-        return RunResult(self.experiment.name, Path(), self.metrics, self.per_query)
+        return self.combined or RunResult(self.experiment.name, Path(), self.metrics, self.per_query)
 
 
 def _max_steps(path: Path) -> int | None:
@@ -361,37 +415,62 @@ def cache_hits(run_dir: Path, timings: dict) -> int:
 
 def collect(experiments: Sequence[Experiment], states: Sequence[StepState]) -> list[Row]:
     """Each experiment's figures from the run dirs of its steps that have them (a later step's sets
-    override an earlier one's), with the summed wall time (the record's, else timings.json's)."""
-    by_key = {(s.experiment.name, s.index): s for s in states}
+    override an earlier one's), with the summed wall time (the record's, else timings.json's). An experiment
+    whose default seed and at least one more seed ran every step is one row of their mean (`combine_seeds`)."""
     rows = []
     for exp in experiments:
-        row = Row(exp)
-        for i, step in enumerate(exp.steps):
-            state = by_key[(exp.name, i)]
-            if missing_sets(state.run_dir, step.sets):
-                row.wall_s = None
-                continue
-            metrics = read_metrics(state.run_dir) or {}
-            row.steps_done += 1
-            row.stale |= not state.done
-            for s in step.sets:
-                row.metrics[s] = metrics[s]
-                values = load_per_query(state.run_dir, s)
-                if values is not None:
-                    row.per_query[s] = values
-            timings = _timings(state.run_dir)
-            wall = state.wall_s
-            if wall is None:
-                try:
-                    wall = float(timings["wall_s"])
-                except (KeyError, ValueError, TypeError):
-                    wall = None
-            row.wall_s = None if wall is None or row.wall_s is None else row.wall_s + wall
-            row.cached += cache_hits(state.run_dir, timings)
-            if row.steps_taken is None and step.argv[1:3] == ("-m", "dr.train"):
-                row.steps_taken = _max_steps(state.run_dir)
-        rows.append(row)
+        seeds = sorted({s.seed for s in states if s.experiment.name == exp.name and s.seed})
+        row = collect_seed(exp, states, None)
+        runs = [row] + [collect_seed(exp, states, k) for k in seeds]
+        rows.append(combine_seeds(row, [r for r in runs[1:] if r.steps_done == len(exp.steps)]))
     return rows
+
+
+def combine_seeds(row: Row, others: Sequence[Row]) -> Row:
+    """`row` (the default seed) with the complete runs of its other seeds: mean figures, per-query values
+    averaged over seeds, the mean wall time; unchanged when it has no complete run of another seed."""
+    if not others or row.steps_done < len(row.experiment.steps):
+        return row
+    runs = [row, *others]
+    row.combined = average_runs([RunResult(f"{row.experiment.name}@{r.seed or 'default'}", Path(), r.metrics,
+                                           r.per_query) for r in runs], row.experiment.name)
+    row.metrics, row.per_query = row.combined.metrics, row.combined.per_query
+    walls = [r.wall_s for r in runs]
+    row.wall_s = None if None in walls else sum(walls) / len(walls)
+    row.stale |= any(r.stale for r in others)
+    row.cached = max(r.cached for r in runs)
+    return row
+
+
+def collect_seed(exp: Experiment, states: Sequence[StepState], seed: int | None) -> Row:
+    """One experiment's figures for one seed (None: the default)."""
+    by_key = {(s.index, s.seed): s for s in states if s.experiment.name == exp.name}
+    row = Row(exp, seed=seed)
+    for i, step in enumerate(exp.steps):
+        state = by_key[(i, seed)]
+        if missing_sets(state.run_dir, step.sets):
+            row.wall_s = None
+            continue
+        metrics = read_metrics(state.run_dir) or {}
+        row.steps_done += 1
+        row.stale |= not state.done
+        for s in step.sets:
+            row.metrics[s] = metrics[s]
+            values = load_per_query(state.run_dir, s)
+            if values is not None:
+                row.per_query[s] = values
+        timings = _timings(state.run_dir)
+        wall = state.wall_s
+        if wall is None:
+            try:
+                wall = float(timings["wall_s"])
+            except (KeyError, ValueError, TypeError):
+                wall = None
+        row.wall_s = None if wall is None or row.wall_s is None else row.wall_s + wall
+        row.cached += cache_hits(state.run_dir, timings)
+        if row.steps_taken is None and step.argv[1:3] == ("-m", "dr.train"):
+            row.steps_taken = _max_steps(state.run_dir)
+    return row
 
 
 def significance(rows: Sequence[Row], baseline: str = BASELINE) -> dict[tuple[str, str], str]:
@@ -403,7 +482,8 @@ def significance(rows: Sequence[Row], baseline: str = BASELINE) -> dict[tuple[st
     for row in rows:
         if row is base or not row.ran:
             continue
-        for c in compare([base.result(), row.result()], TEST_MEASURE, TESTS, PERMUTATIONS, seed=0):
+        tests = (*TESTS, SEED_TEST) if min(base.n_seeds, row.n_seeds) > 1 else TESTS
+        for c in compare([base.result(), row.result()], TEST_MEASURE, tests, PERMUTATIONS, seed=0):
             marks[(row.experiment.name, c.eval_set)] = significance_marks(c, ALPHA)
     return marks
 
@@ -412,6 +492,8 @@ def label(row: Row) -> str:
     text = row.experiment.label
     if row.steps_taken is not None:
         text += f", {row.steps_taken} steps"
+    if row.n_seeds > 1:
+        text += f", {row.n_seeds} seeds"
     return text + (" *" if row.stale else "")
 
 
@@ -428,14 +510,16 @@ def format_table(rows: Sequence[Row], marks: dict[tuple[str, str], str], baselin
                 continue
             for m in MEASURES:
                 mark = marks.get((row.experiment.name, s), "") if m == TEST_MEASURE else ""
-                cells.append(f"{values[m]:.4f}{mark}" if m in values else "-")
+                sd = row.combined.sd(s, m) if row.combined is not None and m in values else None
+                spread = f" ± {sd:.4f}" if sd is not None else ""
+                cells.append(f"{values[m]:.4f}{spread}{mark}" if m in values else "-")
         n = len(row.experiment.steps)
         if not row.ran:
             wall = "not run"
         elif row.steps_done < n:
             wall = f"{row.steps_done} of {n} commands run"
         else:
-            wall = format_duration(row.wall_s)
+            wall = format_duration(row.wall_s) + (f" a run (mean of {row.n_seeds})" if row.n_seeds > 1 else "")
             if row.cached:
                 wall += f" ({row.cached} corpus encoding{'s' if row.cached > 1 else ''} from the cache)"
         name = label(row) + (" (baseline)" if row.experiment.name == baseline else "")
@@ -508,6 +592,12 @@ def block(rows: Sequence[Row], marks: dict, states: Sequence[StepState], command
         f"({', '.join(f'{n} {s} queries' for s, n in queries.items() if n)}). "
         "A row without marks is not distinguishable from the baseline at this level.",
     ]
+    if any(r.n_seeds > 1 for r in rows):
+        lines.append(
+            "A row of several seeds shows mean ± sample sd over its seeds (its wall time: the mean of a run); its "
+            "marks come from per-query nDCG@10 averaged over its seeds, and, when the baseline has several seeds "
+            f"too, § marks Welch's t-test over the per-seed nDCG@10 (p < {ALPHA}), the test that sees training "
+            "variance (`python -m dr.compare --seeds`). An effect holds across seeds when it carries †‡§.")
     if not any(r.experiment.name == baseline and r.ran for r in rows):
         lines.append(f"No marks: the {baseline} row has not run.")
     if any(r.stale for r in rows):
@@ -533,6 +623,8 @@ def main(argv: Sequence[str] | None = None, experiments: Sequence[Experiment] = 
                         help="comma-separated experiments to run (plus what they depend on); the table keeps every row")
     parser.add_argument("--force", action="append", default=[], metavar="NAMES",
                         help="comma-separated experiments to rerun even if done ('all' for every one)")
+    parser.add_argument("--seeds", type=int, default=1, metavar="N",
+                        help="also run seeds 1 .. N-1 of the chosen rows that train (into their seed-K/ subdirs)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--table-only", action="store_true", help="run nothing; regenerate the table and figure")
     parser.add_argument("--out-md", type=Path, default=ROOT / "docs" / "RESULTS.md")
@@ -544,7 +636,9 @@ def main(argv: Sequence[str] | None = None, experiments: Sequence[Experiment] = 
         unknown = force - {e.name for e in experiments} - {"all"}
         if unknown:
             raise ValueError(f"--force: unknown experiment(s) {sorted(unknown)}")
-        states = plan(chosen, args.outputs, force)
+        if args.seeds < 1:
+            raise ValueError("--seeds must be >= 1 (1: the default seed only)")
+        states = plan(chosen, args.outputs, force, {e.name: range(1, args.seeds) for e in chosen})
     except ValueError as e:
         parser.error(str(e))
     if args.dry_run or not args.table_only:
@@ -560,7 +654,8 @@ def main(argv: Sequence[str] | None = None, experiments: Sequence[Experiment] = 
                   file=sys.stderr)
             return 1
         print(f"{ran} command(s) ran, {len(states) - ran} were done already")
-    all_states = plan(experiments, args.outputs)  # every row, as found on disk now
+    on_disk = {e.name: seeds_on_disk(args.outputs, e) for e in experiments}
+    all_states = plan(experiments, args.outputs, seeds=on_disk)  # every row and seed, as found on disk now
     rows = collect(experiments, all_states)
     marks = significance(rows)
     figure = None

@@ -541,3 +541,71 @@ def test_padding_target_is_read_on_the_packing_alone_when_timed_three_ways():
     assert "| speedup as dr runs it, padded / padding-free with dr's attention (wall) | 1.30x |" in lines
     assert "| wall s/step, mean (median) | 7.80 (7.80) | 4.00 (4.00) | 6.00 (6.00) |" in lines
     assert "Short of" not in lines
+
+
+# A training-like step: its values shift by `shift` x K for `seed=K` (no shift for the default seed), and
+# it logs its run dir relative to the outputs root.
+SEEDED_WRITER = """
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[-1].split("=", 1)[1])
+seed = int(sys.argv[-2].split("=", 1)[1]) if sys.argv[-2].startswith("seed=") else 0
+values, shift = json.loads(sys.argv[1]), float(sys.argv[2])
+metrics = {}
+for name, per in values.items():
+    per = {q: v + shift * seed for q, v in per.items()}
+    (out / "perquery").mkdir(parents=True, exist_ok=True)
+    lines = ["qid\\tmeasure\\tvalue"] + [f"{q}\\tnDCG@10\\t{v}" for q, v in per.items()]
+    (out / "perquery" / f"{name}.tsv").write_text("\\n".join(lines) + "\\n")
+    mean = sum(per.values()) / len(per)
+    metrics[name] = {"RR@10": mean, "nDCG@10": mean, "R@100": mean}
+(out / "metrics.json").write_text(json.dumps(metrics))
+root = out.parent.parent if out.name.startswith("seed-") else out.parent
+with open(root / "calls.log", "a") as f:
+    f.write(str(out.relative_to(root)) + "\\n")
+"""
+
+
+def seeded_registry(method_shift: float) -> tuple:
+    def step(values: list[float], shift: float, ref: str = "") -> "results.Step":
+        data = json.dumps({s: {f"q{i}": v for i, v in enumerate(values)} for s in SETS})
+        argv = ("python", "-c", SEEDED_WRITER, data, str(shift)) + ((f"{{run:{ref}}}",) if ref else ())
+        return results.Step(argv, SETS, seed_arg="seed={seed}")
+
+    E = results.Experiment
+    # the derived row's extra argument must not end up where the writer reads the seed: it goes first
+    derived = results.Step(("python", "-c", SEEDED_WRITER, json.dumps({s: {f"q{i}": v for i, v in enumerate(BASE)}
+                                                                        for s in SETS}), "0", "{run:method}"), SETS)
+    return (E("bm25", "BM25", (writer(BASE),)),
+            E("bm25_negatives", "baseline", (step(BASE, 0.001),)),
+            E("method", "method", (step(BETTER, method_shift),)),
+            E("derived", "made from method", (derived,), after=("method",)))
+
+
+def test_results_seeds_run_into_seed_dirs_and_show_mean_sd(env):
+    run, calls, outputs, md = env
+    registry = seeded_registry(method_shift=0.01)
+    assert run("--seeds", "3", "--only", "bm25_negatives,derived", registry=registry) == 0
+    assert calls() == ["bm25_negatives", "bm25_negatives/seed-1", "bm25_negatives/seed-2", "method",
+                       "method/seed-1", "method/seed-2", "derived", "derived/seed-1", "derived/seed-2"]
+    states = {s.key: s for s in results.plan(registry, outputs, seeds={"derived": [2], "method": [2]})}
+    assert states["method[0]@seed-2"].command.endswith(f"seed=2 hydra.run.dir={outputs / 'method' / 'seed-2'}")
+    assert f"{outputs / 'method' / 'seed-2'} hydra.run.dir" in states["derived[0]@seed-2"].command  # its seed
+    assert " seed=" not in states["derived[0]@seed-2"].command  # a step without seed_arg gets no override
+    assert all(s.done for s in states.values() if s.experiment.name != "bm25")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md.read_text().splitlines() if line.startswith("| ")}
+    # method: BETTER + 0, 0.01, 0.02 -> mean 0.645 + 0.01, sd 0.01; the baseline's seeds barely move, so all
+    # three tests find the +0.31
+    cells = rows["method, 3 seeds"].split(" | ")
+    assert cells[2] == "0.6550 ± 0.0100†‡§" and "a run (mean of 3)" in cells[-1]
+    assert "§ marks Welch's t-test" in md.read_text()
+    # a rerun of the default seed keeps the seed dirs; nothing else reruns
+    assert run("--seeds", "3", "--force", "method", "--only", "method", registry=registry) == 0
+    assert calls()[9:] == ["method", "method/seed-1", "method/seed-2"]
+    assert (outputs / "method" / "seed-1" / "metrics.json").exists()
+    # seeds on disk are read by a plain table run, and a method whose seeds spread widely loses §
+    noisy = seeded_registry(method_shift=0.3)
+    assert run("--seeds", "3", "--only", "method", registry=noisy) == 0
+    assert run("--table-only", registry=noisy) == 0
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md.read_text().splitlines() if line.startswith("| ")}
+    cell = rows["method, 3 seeds"].split(" | ")[2]
+    assert cell.startswith("0.9450 ± 0.3000") and "†" in cell and "§" not in cell

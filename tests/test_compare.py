@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dr.compare import compare, format_tables, load_run, main, paired, randomization_p, t_test_p
+import dr.compare as compare_module
+from dr.compare import (SEED_TEST, TESTS, average_runs, compare, format_tables, load_method, load_run, main, paired,
+                        randomization_p, t_test_p, welch_p)
 from dr.eval.perquery import read_per_query, write_per_query
 
 
@@ -110,3 +112,66 @@ def test_per_query_file_round_trip_and_bad_line(tmp_path):
     (tmp_path / "bad.tsv").write_text("qid\tmeasure\tvalue\nq1\tnDCG@10\n")
     with pytest.raises(ValueError, match=r"bad.tsv:2"):
         read_per_query(tmp_path / "bad.tsv")
+
+
+def _seeds(root: Path, name: str, per_query: dict[str, float], offsets: list[float]) -> list[Path]:
+    """Run dirs name/seed-K of one method: the same per-query values shifted by each seed's offset."""
+    return [write_run(root / name, f"seed-{k}", {"s": {q: v + off for q, v in per_query.items()}})
+            for k, off in enumerate(offsets, start=1)]
+
+
+def test_average_runs_docstring_example_and_welch():
+    import doctest
+
+    failures, attempted = doctest.testmod(compare_module, verbose=False)
+    assert failures == 0 and attempted >= 4  # average_runs's example
+    # Welch by hand: x = (1, 2, 3), y = (4, 5, 6): means 2 and 5, variances 1 and 1, se = sqrt(1/3 + 1/3),
+    # t = 3 / 0.8165 = 3.674 with 4 degrees of freedom, two-sided p = 0.02131
+    assert welch_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.02131, abs=1e-4)
+    assert welch_p([0.5, 0.5], [0.5, 0.5]) == 1.0 and welch_p([0.5, 0.5], [0.6, 0.6]) == 0.0
+    with pytest.raises(ValueError):
+        welch_p([0.5], [0.5, 0.6])
+
+
+def test_a_lucky_seed_passes_the_query_tests_but_not_the_test_over_seeds(tmp_path):
+    base, _ = synthetic()
+    # the method's three seeds move every query by +0.20, -0.10 and +0.05: averaged over seeds it is +0.05 on
+    # every query (the paired tests call that certain), but its seeds spread far more than the baseline's
+    base_runs = _seeds(tmp_path, "base", base, [0.0, 0.001, -0.001])
+    new_runs = _seeds(tmp_path, "new", base, [0.20, -0.10, 0.05])
+    methods = [average_runs([load_run(p) for p in base_runs], "base"),
+               average_runs([load_run(p) for p in new_runs], "new")]
+    (c,) = compare(methods, tests=(*TESTS, SEED_TEST))
+    assert c.delta == pytest.approx(0.05) and c.p["t"] < 1e-6 and c.p["randomization"] < 1e-3
+    assert c.p[SEED_TEST] > 0.5  # |0.05| against a seed sd of 0.15 with 3 seeds
+    table = format_tables(methods, [c], "nDCG@10", tests=(*TESTS, SEED_TEST))
+    row = next(line for line in table.splitlines() if line.startswith("| new |"))
+    assert "†‡" in row and "§" not in row and " ± 0.1500" in row
+    # the same mean gain with seeds as steady as the baseline's passes all three
+    steady = average_runs([load_run(p) for p in _seeds(tmp_path, "steady", base, [0.049, 0.05, 0.051])], "steady")
+    (c,) = compare([methods[0], steady], tests=(*TESTS, SEED_TEST))
+    assert c.p[SEED_TEST] < 1e-3 and "†‡§" in format_tables([methods[0], steady], [c], "nDCG@10",
+                                                          tests=(*TESTS, SEED_TEST))
+
+
+def test_one_run_on_a_side_has_no_test_over_seeds(tmp_path):
+    base, better = synthetic()
+    one = load_run(write_run(tmp_path, "base", {"s": base}))
+    three = average_runs([load_run(p) for p in _seeds(tmp_path, "new", better, [0.0, 0.01, 0.02])], "new")
+    (c,) = compare([one, three], tests=(*TESTS, SEED_TEST))
+    assert SEED_TEST not in c.p and "1 run(s) of base, 3 of new" in c.note and c.p["t"] < 1e-6
+
+
+def test_cli_groups_seeds_by_comma_and_by_seed_dirs(tmp_path, capsys):
+    base, better = synthetic()
+    for name, values in (("base", base), ("new", better)):
+        write_run(tmp_path, name, {"s": values})
+        _seeds(tmp_path, name, values, [0.01, -0.01])
+    grouped = load_method(str(tmp_path / "new"), seeds=True)
+    assert grouped.n_runs == 3 and grouped.name == "new (3 runs)"
+    assert [m.path.name for m in grouped.members] == ["new", "seed-1", "seed-2"]
+    assert load_method(f"{tmp_path / 'new'},{tmp_path / 'new' / 'seed-1'}").n_runs == 2
+    assert load_method(str(tmp_path / "new")).n_runs == 1  # without --seeds the subdirs are not read
+    main([str(tmp_path / "base"), str(tmp_path / "new"), "--seeds", "--out", str(tmp_path / "c.png")])
+    printed = capsys.readouterr().out
+    assert "p (Welch over seeds)" in printed and "| new (3 runs) |" in printed and "mean ± sample sd" in printed

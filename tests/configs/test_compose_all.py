@@ -77,3 +77,19 @@ def test_every_group_option_composes(path):
 
 def test_there_are_configs():
     assert len(GROUP_FILES) >= 6
+
+
+@pytest.mark.parametrize("experiment, paths", [
+    ("ance", ["miner.seed", "miner.index.seed"]),
+    ("bm25_negatives", ["negatives.seed"]),
+    ("star", ["miner.seed", "miner.index.seed"]),
+    ("adore", ["objective.index.seed"]),
+    ("jpq", ["quantizer.seed"]),
+])
+def test_trainer_seed_reaches_every_seeded_component(experiment, paths):
+    """Two runs that differ in trainer.seed differ in every seed they use: the faiss index and quantizer
+    training, the miners' and negatives' samplers (issue 26)."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"+experiment={experiment}", "trainer.seed=7"])
+    found = {p: OmegaConf.select(cfg, p) for p in paths}
+    assert found == {p: 7 for p in paths}
