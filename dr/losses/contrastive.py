@@ -64,6 +64,53 @@ def ranknet(scores: torch.Tensor, targets: torch.Tensor, candidates: torch.Tenso
     return losses[neg_mask].mean()
 
 
+def hard_negative_cross_entropy(scores: torch.Tensor, targets: torch.Tensor, beta: float = 0.0,
+                                tau_plus: float = 0.0, candidates: torch.Tensor | None = None,
+                                min_score: float | None = None) -> torch.Tensor:
+    """Contrastive loss with hard-negative weighting and debiasing (Robinson et al., ICLR 2021, "Contrastive
+    Learning with Hard Negative Samples", HCL; the authors' `estimator='hard'`).
+
+    Per query, with p = exp(s_pos), n_i = exp(s_i) over its N negatives and importance weights
+    w_i = n_i^beta / mean_j n_j^beta (they average 1):
+        Ng = (sum_i w_i n_i - tau_plus * N * p) / (1 - tau_plus),  clamped below at N * exp(min_score),
+        loss = -log(p / (p + Ng)), averaged over queries.
+    beta = 0 and tau_plus = 0 give `softmax_cross_entropy` exactly. beta > 0 weights each negative by how
+    hard it is (a softmax over the negatives' scores with concentration beta); tau_plus > 0 subtracts the
+    expected share of false negatives, the probability that a "negative" is in fact relevant. `beta` acts on
+    the scores as given (already divided by the temperature, as in the authors' code, where it multiplies
+    `neg.log()`); on cosine scores at temperature t it is a concentration of beta / t on the cosines.
+    `min_score`: the clamp's bound on one negative's score; None uses the lowest negative score of the row,
+    which for cosines is never below the paper's -1/t and is defined for dot products too.
+    Computed in log space (no overflow at temperature 0.05).
+
+    Example, one query, scores [log 2 | 0, log 3] (p = 2, n = [1, 3], N = 2):
+    - beta 0, tau_plus 0: Ng = 4, loss = log(6 / 2) = log 3 = 1.0986 (InfoNCE);
+    - beta 1: w = [1, 3] / 2, Ng = (1 * 1 + 3 * 3) / 2 = 5, loss = log(7 / 2) = 1.2528;
+    - beta 1, tau_plus 0.1: Ng = (5 - 0.1 * 2 * 2) / 0.9 = 5.1111 (above the clamp, 2 * 1),
+      loss = log(7.1111 / 2) = 1.2685;
+    - beta 1, tau_plus 0.5 with s_pos = log 8: Ng = (5 - 0.5 * 2 * 8) / 0.5 = -6, clamped to 2 * exp(0) = 2,
+      loss = log(10 / 8) = 0.2231.
+    """
+    if not 0.0 <= tau_plus < 1.0:
+        raise ValueError(f"tau_plus must be in [0, 1), got {tau_plus}")
+    pos, _, neg_mask = _pos_and_negs(scores, targets, candidates)
+    n = neg_mask.sum(dim=1, keepdim=True).to(scores.dtype)  # (B, 1) negatives per query
+    def lse(x: torch.Tensor) -> torch.Tensor:  # log-sum-exp over each row's negatives
+        return torch.logsumexp(x.masked_fill(~neg_mask, float("-inf")), 1, keepdim=True)
+
+    # log sum_i w_i n_i = log N + LSE((beta + 1) s) - LSE(beta s)
+    log_weighted = n.log() + lse((beta + 1.0) * scores) - lse(beta * scores)
+    if tau_plus == 0.0:
+        log_ng = log_weighted
+    else:
+        m = torch.maximum(pos, log_weighted).detach()  # stabilizer
+        ng = ((log_weighted - m).exp() - tau_plus * n * (pos - m).exp()) / (1.0 - tau_plus)
+        low = scores.masked_fill(~neg_mask, float("inf")).amin(1, keepdim=True) if min_score is None else \
+            torch.full_like(pos, float(min_score))
+        log_ng = torch.maximum(ng, n * (low - m).exp()).log() + m
+    return (torch.logaddexp(pos, log_ng) - pos).mean()
+
+
 def metric_weighted_pairwise(scores: torch.Tensor, labels: torch.Tensor, cut: int | None = None) -> torch.Tensor:
     """ADORE's LambdaRank-style loss for one query (Zhan et al., SIGIR 2021, Sec. 5).
 

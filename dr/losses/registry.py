@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dr.losses.contrastive import own_group_mask, pairwise_hinge, ranknet, softmax_cross_entropy
+from dr.losses.contrastive import (hard_negative_cross_entropy, own_group_mask, pairwise_hinge, ranknet,
+                                   softmax_cross_entropy)
 
 LossFn = Callable[["LossConfig", torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
@@ -18,6 +19,8 @@ LOSSES: dict[str, LossFn] = {
     "cross_entropy": lambda cfg, scores, targets, cand: softmax_cross_entropy(scores, targets, cand),
     "hinge": lambda cfg, scores, targets, cand: pairwise_hinge(scores, targets, cfg.margin, cand),
     "ranknet": lambda cfg, scores, targets, cand: ranknet(scores, targets, cand),
+    "hard_negative": lambda cfg, scores, targets, cand: hard_negative_cross_entropy(
+        scores, targets, cfg.beta, cfg.tau_plus, cand),
 }
 
 
@@ -31,15 +34,19 @@ def register_loss(name: str, fn: LossFn) -> None:
 @dataclass
 class LossConfig:
     """`name`: a key of `LOSSES`: `cross_entropy` (in-batch + hard negatives softmax), `hinge` (with
-    `margin`) or `ranknet`, or one added with `register_loss`."""
+    `margin`), `ranknet`, `hard_negative` (HCL, with `beta` and `tau_plus`), or one added with `register_loss`."""
 
     name: str = "cross_entropy"
     margin: float = 1.0
     in_batch: bool = True  # false: each query sees only its own group (ANCE's loss over [pos, hard neg])
+    beta: float = 0.0  # hard_negative: concentration on hard negatives (on the temperature-scaled scores)
+    tau_plus: float = 0.0  # hard_negative: prior share of false negatives among the negatives, in [0, 1)
 
     def __post_init__(self) -> None:
         if self.name not in LOSSES:
             raise ValueError(f"loss.name must be one of {', '.join(sorted(LOSSES))}, got {self.name!r}")
+        if self.beta < 0 or not 0 <= self.tau_plus < 1:
+            raise ValueError(f"loss.beta must be >= 0 and loss.tau_plus in [0, 1), got {self.beta}, {self.tau_plus}")
 
     def __call__(self, scores: torch.Tensor, targets: torch.Tensor, group: int = 1) -> torch.Tensor:
         """scores (B, P), targets (B,) positive columns, `group` passages per query (positive first)."""

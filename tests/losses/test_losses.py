@@ -86,3 +86,50 @@ def test_own_group_only_cross_entropy_is_ance_nll():
     assert float(loss) == pytest.approx(float(manual), abs=1e-6)
     full = LossConfig(name="cross_entropy")(scores, targets, group=2)
     assert float(full) != pytest.approx(float(manual), abs=1e-3)
+
+
+def test_hard_negative_cross_entropy_hand_worked():
+    from dr.losses import hard_negative_cross_entropy as hcl
+
+    scores, target = torch.tensor([[math.log(2), 0.0, math.log(3)]]), torch.tensor([0])
+    assert float(hcl(scores, target)) == pytest.approx(math.log(3))  # InfoNCE: log(6 / 2)
+    assert float(hcl(scores, target, beta=1.0)) == pytest.approx(math.log(7 / 2))  # Ng = 10 / 2 = 5
+    assert float(hcl(scores, target, beta=1.0, tau_plus=0.1)) == pytest.approx(math.log((2 + 4.6 / 0.9) / 2))
+    # tau_plus 0.9 with this positive: Ng = (5 - 0.9 * 2 * 2) / 0.1 = 14, above the clamp
+    assert float(hcl(scores, target, beta=1.0, tau_plus=0.9)) == pytest.approx(math.log(16 / 2))
+    # a stronger positive, p = 8: Ng = (5 - 0.5 * 2 * 8) / 0.5 = -6 is clamped to N * exp(min negative) = 2
+    strong = torch.tensor([[math.log(8), 0.0, math.log(3)]])
+    assert float(hcl(strong, target, beta=1.0, tau_plus=0.5)) == pytest.approx(math.log(10 / 8))
+    # the paper's bound for cosines at temperature t is exp(-1/t) per negative; given explicitly
+    assert float(hcl(strong, target, beta=1.0, tau_plus=0.5, min_score=-3.0)) == pytest.approx(
+        math.log((8 + 2 * math.exp(-3.0)) / 8), rel=1e-5)
+    with pytest.raises(ValueError, match="tau_plus"):
+        hcl(scores, target, tau_plus=1.0)
+
+
+def test_hard_negative_cross_entropy_reduces_to_infonce_and_handles_masks_and_scale():
+    from dr.losses import hard_negative_cross_entropy as hcl
+
+    assert float(hcl(SCORES, TARGETS)) == pytest.approx(float(softmax_cross_entropy(SCORES, TARGETS)))
+    cand = torch.tensor([[True, True, False, False], [False, False, True, True]])  # own groups of 2
+    assert float(hcl(SCORES, TARGETS, candidates=cand)) == pytest.approx(
+        float(softmax_cross_entropy(SCORES, TARGETS, cand)))
+    # beta > 0 puts more weight on the hardest negative, so the loss grows; temperature-0.05 scales stay finite
+    assert float(hcl(SCORES, TARGETS, beta=0.5)) > float(hcl(SCORES, TARGETS))
+    big = SCORES * 20
+    for tau in (0.0, 0.1):
+        value = hcl(big, TARGETS, beta=1.0, tau_plus=tau)
+        assert torch.isfinite(value)
+    # gradients flow to every score
+    s = SCORES.clone().requires_grad_(True)
+    hcl(s, TARGETS, beta=1.0, tau_plus=0.1).backward()
+    assert torch.isfinite(s.grad).all() and (s.grad != 0).any()
+
+
+def test_hard_negative_loss_config():
+    cfg = LossConfig("hard_negative", beta=1.0, tau_plus=0.1)
+    from dr.losses import hard_negative_cross_entropy as hcl
+
+    assert float(cfg(SCORES, TARGETS)) == pytest.approx(float(hcl(SCORES, TARGETS, 1.0, 0.1)))
+    with pytest.raises(ValueError, match="tau_plus"):
+        LossConfig("hard_negative", tau_plus=1.2)
