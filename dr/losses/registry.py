@@ -48,7 +48,12 @@ class LossConfig:
         if self.beta < 0 or not 0 <= self.tau_plus < 1:
             raise ValueError(f"loss.beta must be >= 0 and loss.tau_plus in [0, 1), got {self.beta}, {self.tau_plus}")
 
-    def __call__(self, scores: torch.Tensor, targets: torch.Tensor, group: int = 1) -> torch.Tensor:
-        """scores (B, P), targets (B,) positive columns, `group` passages per query (positive first)."""
+    def __call__(self, scores: torch.Tensor, targets: torch.Tensor, group: int = 1,
+                 exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """scores (B, P), targets (B,) positive columns, `group` passages per query (positive first);
+        `exclude` (B, P) bool: columns that are not negatives of that query (e.g. its own positive met again
+        in a cross-batch memory)."""
         cand = None if self.in_batch else own_group_mask(targets, group, scores.shape[1])
+        if exclude is not None:
+            cand = ~exclude if cand is None else cand & ~exclude
         return LOSSES[self.name](self, scores, targets, cand)

@@ -6,6 +6,10 @@ W*B queries and multiplied by W. Summed over processes (DDP averages gradients, 
 (query, passage) term then contributes exactly once, so gradients equal those of one process holding the
 whole global batch. Each query sees W*B*(1+N) - 1 negatives: the other W*B - 1 positives plus all
 W*B*N hard negatives (B queries per process, N hard negatives per query, W processes).
+
+With a cross-batch memory (`objective.memory_size`, dr.objectives.memory) each query also sees the
+passages of recent steps as negatives, scored without gradient; a memory entry that is the query's own
+positive (the same passage id) is masked. The memory is pushed the global batch's passages after the loss.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from dr.dist import world
 from dr.losses.registry import LossConfig
 from dr.models.dual_encoder import DualEncoder
 from dr.objectives.base import ConfigError, ObjectiveConfig, Parts, TextObjective
+from dr.objectives.memory import CrossBatchMemory, passage_keys
 
 
 def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
@@ -38,12 +43,20 @@ class ContrastiveObjective(TextObjective):
     """`forward(queries, passages)` -> (loss, logs). With `cross_device=False` each process uses only its
     own batch. `corpus`: where `batch` finds the passages' texts (None: `batch` is not used)."""
 
-    def __init__(self, encoder: DualEncoder, loss: LossConfig, cross_device: bool = True, corpus=None) -> None:
+    def __init__(self, encoder: DualEncoder, loss: LossConfig, cross_device: bool = True, corpus=None,
+                 memory: CrossBatchMemory | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.loss = loss
         self.cross_device = cross_device
         self.corpus = corpus
+        self.memory = memory
+        self._batch_pids: list[str] | None = None  # the passage ids of the last `batch`, for the memory's keys
+
+    def batch(self, groups) -> dict:
+        if self.memory is not None:
+            self._batch_pids = [pid for g in groups for pid in g.passage_ids]
+        return super().batch(groups)
 
     def forward(
         self, queries: Sequence[str] | None = None, passages: Sequence[str] | None = None
@@ -65,15 +78,47 @@ class ContrastiveObjective(TextObjective):
         """q (B, H) local queries; p (B*G, H) local passages, G per query, positive first in each group."""
         group = p.shape[0] // q.shape[0]
         world_size = world()[1] if self.cross_device else 1
+        keys = self._local_keys(p) if self.memory is not None else None
         if world_size > 1:
             q, p = gather_with_grad(q), gather_with_grad(p)  # (W*B, H), (W*B*G, H)
+            keys = gather_with_grad(keys) if keys is not None else None
         scores = self.encoder.score(q, p)  # (W*B, W*B*G)
         targets = torch.arange(q.shape[0], device=q.device) * group  # positive of query i is column i*G
-        loss = self.loss(scores, targets, group)
+        exclude, logs = None, {}
+        if self.memory is not None:
+            scores, exclude, logs["memory_negatives"] = self._with_memory(q, scores, keys[targets])
+        loss = self.loss(scores, targets, group, exclude=exclude)
         with torch.no_grad():
             acc = (scores.argmax(dim=1) == targets).float().mean()
-        logs = {"loss": float(loss.detach()), "train_acc": float(acc)}
+        logs = {"loss": float(loss.detach()), "train_acc": float(acc), **logs}
+        if self.memory is not None:
+            self._push(p, keys, world_size)
         return loss * world_size, logs
+
+    def _local_keys(self, p: torch.Tensor) -> torch.Tensor:
+        if self._batch_pids is None or len(self._batch_pids) != p.shape[0]:
+            raise RuntimeError("the cross-batch memory needs the passage ids of this batch: call batch() first")
+        return passage_keys(self._batch_pids, p.device)
+
+    def _with_memory(self, q: torch.Tensor, scores: torch.Tensor, positive_keys: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """`scores` with a column per usable memory entry, and the mask of entries that are a query's own
+        positive; (scores, None, 0) while the memory is empty."""
+        emb, keys = self.memory.entries()
+        if len(keys) == 0:
+            return scores, None, 0.0
+        mem_scores = self.encoder.score(q, emb.to(q.dtype)).to(scores.dtype)  # (B, M), no gradient to the memory
+        own = keys[None, :] == positive_keys[:, None]
+        exclude = torch.cat([torch.zeros_like(scores, dtype=torch.bool), own], dim=1)
+        return torch.cat([scores, mem_scores], dim=1), exclude, float(len(keys))
+
+    def _push(self, p: torch.Tensor, keys: torch.Tensor, gathered_world: int) -> None:
+        """Push the global batch's passages: already gathered under cross-device training, else gathered here
+        (detached) so that every process holds the same memory."""
+        p = p.detach()
+        if gathered_world == 1 and world()[1] > 1:
+            p, keys = gather_with_grad(p), gather_with_grad(keys)
+        self.memory.push(p, keys)
 
 
 @dataclass
@@ -86,8 +131,15 @@ class ContrastiveConfig(ObjectiveConfig):
     uses: ClassVar[frozenset[str]] = frozenset({"loss", "negatives", "miner", "ranker"})
     grad_cache: ClassVar[bool] = True
     cross_device: ClassVar[bool] = True
+    memory_size: int = 0  # cross-batch memory (XBM): passage embeddings of recent steps as extra negatives; 0: off
+    memory_max_age: int = 0  # use only the memory entries of the last this many micro-batches; 0: no limit
 
     def check(self, cfg: DictConfig) -> None:
+        if self.memory_size < 0 or self.memory_max_age < 0:
+            raise ConfigError("objective.memory_size and objective.memory_max_age must be >= 0")
+        if self.memory_size and cfg.get("loss") is not None and not cfg.loss.get("in_batch", True):
+            raise ConfigError("objective.memory_size adds negatives from other steps, but loss.in_batch=false "
+                              "limits each query to its own group: use one or the other")
         if cfg.get("loss") is not None:
             instantiate(cfg.loss, _convert_="all")  # a loss name that is not registered fails here
         if cfg.get("negatives") is not None and cfg.get("miner") is not None:
@@ -103,4 +155,6 @@ class ContrastiveConfig(ObjectiveConfig):
     def build(self, encoder: DualEncoder, parts: Parts) -> ContrastiveObjective:
         loss = instantiate(parts.cfg.loss, _convert_="all") if parts.cfg.get("loss") is not None else LossConfig()
         cross_device = True if parts.trainer.cross_device is None else parts.trainer.cross_device
-        return ContrastiveObjective(encoder, loss, cross_device=cross_device, corpus=parts.train_set.corpus)
+        memory = CrossBatchMemory(self.memory_size, encoder.dim, self.memory_max_age) if self.memory_size else None
+        return ContrastiveObjective(encoder, loss, cross_device=cross_device, corpus=parts.train_set.corpus,
+                                    memory=memory)
