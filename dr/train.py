@@ -95,6 +95,8 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     if miner is None and negatives is None and cfg.get("negatives") is not None:
         negatives = instantiate(cfg.negatives, _convert_="all").negatives(train_set, train_qids)
     schedule = objective.schedule(parts, negatives, tcfg.batch_size * accelerator.num_processes, miner is not None)
+    if state.clusters is not None:  # the query clusters of the last re-clustering before the checkpoint
+        schedule.set_clusters(state.clusters)
 
     evaluator = Evaluator(measures=list(cfg.measures), depth=int(cfg.depth))
     retriever = objective.eval_retriever(dense, cache)

@@ -4,10 +4,20 @@ The schedule is a pure function of (seed, step): the global batch for step s is 
 per-epoch permutation seeded by (seed, epoch), and each group's positive and negatives are drawn from
 a generator seeded by (seed, epoch, query index). So a resumed run sees exactly the batches an
 uninterrupted one would, and every process can compute its own shard of the global batch.
+
+Two options change what a batch holds (`sampler=ngame`, `sampler=curriculum`, `BatchingConfig`):
+- Negative-aware batching (NGAME, Dahiya et al., WSDM 2023): the training queries are clustered (k-means on
+  their embeddings) and each epoch walks the clusters in a seeded order, each cluster's queries shuffled,
+  so consecutive queries, hence a batch's, share a topic and its in-batch negatives are hard. An epoch still
+  visits every query once. The clusters can be replaced (`set_clusters`, after a miner refresh).
+- A curriculum over negative difficulty: a query's negatives are drawn from a rank window of its ranked
+  negative list that moves linearly with the step, e.g. from ranks [10, 30) at step 0 to [0, 10) at the
+  last step (easy to hard).
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +25,60 @@ import numpy as np
 from dr.data.sources import RetrievalSet
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchingConfig:
+    """`sampler=` of the contrastive objectives. `clusters`: NGAME batching with this many k-means clusters of
+    the training queries; -1: one per global batch (queries // batch, NGAME's cluster size); 0: off.
+    `cluster_model`: the encoder that embeds the queries for the first clustering (null: the model about to
+    be trained). `refresh_clusters`: with a miner, re-cluster on the query embeddings of each refresh.
+    `window_start` / `window_end`: [lo, hi) rank windows of each query's negative list at the first and the
+    last step (null: the whole list)."""
+
+    clusters: int = 0
+    cluster_model: str | None = None
+    refresh_clusters: bool = True
+    window_start: list[int] | None = None
+    window_end: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.clusters < -1:
+            raise ValueError(f"sampler.clusters must be -1 (one per batch), 0 (off) or a count, got {self.clusters}")
+        if (self.window_start is None) != (self.window_end is None):
+            raise ValueError("sampler.window_start and sampler.window_end go together")
+        for name, w in (("window_start", self.window_start), ("window_end", self.window_end)):
+            if w is not None and not (len(w) == 2 and 0 <= w[0] < w[1]):
+                raise ValueError(f"sampler.{name} must be [lo, hi) with 0 <= lo < hi, got {w}")
+
+    def n_clusters(self, queries: int, global_batch: int) -> int:
+        """The k for k-means: `clusters`, or queries // global_batch for -1 (at least 1, at most `queries`)."""
+        k = max(1, queries // global_batch) if self.clusters == -1 else self.clusters
+        return min(k, queries)
+
+
+def curriculum_window(start: Sequence[int], end: Sequence[int], step: int, total: int) -> tuple[int, int]:
+    """The [lo, hi) rank window at `step` of `total`: linear from `start` (step 0) to `end` (step total - 1),
+    rounded to the nearest rank.
+
+    >>> [curriculum_window((10, 30), (0, 10), s, 5) for s in range(5)]
+    [(10, 30), (8, 25), (5, 20), (3, 15), (0, 10)]
+    """
+    f = min(1.0, step / (total - 1)) if total > 1 else 1.0
+    lo = int(np.floor(start[0] + (end[0] - start[0]) * f + 0.5))
+    hi = int(np.floor(start[1] + (end[1] - start[1]) * f + 0.5))
+    return lo, max(hi, lo + 1)
+
+
+def cluster_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices of all rows, cluster by cluster: clusters in a random order, each cluster's rows shuffled.
+    Here cluster 2 (row 4) came first, then cluster 0 (rows 3, 1), then cluster 1 (rows 0, 2):
+
+    >>> cluster_order(np.array([1, 0, 1, 0, 2]), np.random.default_rng(0)).tolist()
+    [4, 3, 1, 0, 2]
+    """
+    clusters = np.unique(labels)
+    return np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in rng.permutation(clusters)])
 
 
 @dataclass
@@ -47,8 +111,13 @@ class GroupSchedule:
         global_batch: int,
         seed: int,
         mined: bool = False,
+        clusters: np.ndarray | None = None,
+        window: tuple[Sequence[int], Sequence[int]] | None = None,
+        total_steps: int = 0,
     ) -> None:
-        """`mined`: a miner supplies the negatives (`set_negatives`) before step 0."""
+        """`mined`: a miner supplies the negatives (`set_negatives`) before step 0. `clusters`: (len(qids),)
+        cluster of each query for negative-aware batching (None: uniform shuffles). `window`: (start, end)
+        rank windows of the negative lists, moving over `total_steps` steps (None: the whole list)."""
         if global_batch > len(qids):
             raise ValueError(f"global batch {global_batch} is larger than the {len(qids)} training queries")
         if negatives_per_query and not negatives and not mined:
@@ -62,8 +131,19 @@ class GroupSchedule:
         self.seed = seed
         self.steps_per_epoch = len(qids) // global_batch  # the ragged tail of an epoch is dropped
         self.positives = {q: train_set.positives(q) for q in qids}
+        self.clusters: np.ndarray | None = None
+        if clusters is not None:
+            self.set_clusters(clusters)
+        self.window, self.total_steps = window, total_steps
         if negatives:
             self.set_negatives(negatives)
+
+    def set_clusters(self, clusters: np.ndarray | Sequence[int]) -> None:
+        """Negative-aware batching from now on, with these clusters ((len(qids),) ints)."""
+        clusters = np.asarray(clusters, dtype=np.int64)
+        if clusters.shape != (len(self.qids),):
+            raise ValueError(f"{clusters.shape[0]} cluster labels for {len(self.qids)} training queries")
+        self.clusters = clusters
 
     def set_negatives(self, negatives: dict[str, list[str]]) -> None:
         """Swap the pool the groups draw negatives from (a miner refresh)."""
@@ -79,16 +159,24 @@ class GroupSchedule:
 
     def batch(self, step: int) -> list[Group]:
         epoch, b = self.position(step)
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.qids))
-        return [self.group(int(i), epoch) for i in order[b * self.global_batch : (b + 1) * self.global_batch]]
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.qids)) if self.clusters is None else cluster_order(self.clusters, rng)
+        window = None if self.window is None else curriculum_window(*self.window, step, self.total_steps)
+        return [self.group(int(i), epoch, window)
+                for i in order[b * self.global_batch : (b + 1) * self.global_batch]]
 
-    def group(self, index: int, epoch: int) -> Group:
+    def group(self, index: int, epoch: int, window: tuple[int, int] | None = None) -> Group:
+        """Query `index`'s group in `epoch`; negatives from ranks [lo, hi) of its list when `window` is given
+        (the list's last `hi - lo` entries when it is shorter than `lo`)."""
         qid = self.qids[index]
         rng = np.random.default_rng([self.seed, epoch, index])
         positives = self.positives[qid]
         passage_ids = [positives[rng.integers(len(positives))]]
         if self.n_neg:
             pool = self.negatives.get(qid) or []
+            if pool and window is not None:
+                lo, hi = window
+                pool = pool[lo:hi] or pool[-(hi - lo):]
             if not pool:  # no mined negative for this query: random passages (counted in __init__)
                 pool = self._random_pool(rng, qid)
             replace = len(pool) < self.n_neg

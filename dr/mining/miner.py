@@ -202,6 +202,7 @@ class Miner:
                       "cache_hit": stats.cache_hits > 0}
         start = time.perf_counter()
         q = encode_texts(encoder, "query", [train_set.queries[x] for x in qids], "mine queries")
+        self.last_query_embeddings = q  # (len(qids), H): re-clustering for negative-aware batches reuses them
         timing["query_s"] = time.perf_counter() - start
         start = time.perf_counter()
         scores, rows = search(shard, q, cfg.depth, cfg.index)

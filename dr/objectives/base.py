@@ -24,8 +24,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from dr.data.groups import Group, GroupSchedule
+import numpy as np
+
+from dr.data.groups import BatchingConfig, Group, GroupSchedule
 from dr.data.sources import RetrievalSet
+from dr.dist import all_gather_object
+from dr.index import kmeans_assign
 
 # The optional config groups of dr.train; each method says which of them it reads.
 OPTIONAL_GROUPS = ("loss", "negatives", "miner", "ranker", "teacher", "sampler", "quantizer")
@@ -75,10 +79,30 @@ class Objective(nn.Module):
         return dense(encoder=self.encoder, cache=cache)
 
     def schedule(self, parts: Parts, negatives: dict[str, list[str]] | None, global_batch: int, mined: bool):
-        """The batch schedule: groups of (query, positive, negatives) as a pure function of (seed, step)."""
+        """The batch schedule: groups of (query, positive, negatives) as a pure function of (seed, step).
+        With `sampler=` (a `BatchingConfig`): negative-aware batches over query clusters, and a curriculum
+        window over each query's negatives. With a miner and `refresh_clusters` the clusters come from the
+        miner's first refresh (before step 0) and every later one (dr.trainer.callbacks.MinerCallback)."""
         t = parts.trainer
-        return GroupSchedule(parts.train_set, parts.train_qids, negatives, t.negatives_per_query, global_batch,
-                             t.seed, mined=mined)
+        batching = instantiate(parts.cfg.sampler, _convert_="all") if parts.cfg.get("sampler") is not None else None
+        if batching is not None and not isinstance(batching, BatchingConfig):
+            raise ConfigError(f"sampler=... of objective={type(self).__name__} must be a BatchingConfig "
+                              f"(sampler=ngame or sampler=curriculum), got {type(batching).__name__}")
+        batching = batching or BatchingConfig()
+        clusters, k = None, 0
+        if batching.clusters:
+            k = batching.n_clusters(len(parts.train_qids), global_batch)
+            if not (mined and batching.refresh_clusters):
+                clusters = cluster_queries(self.encoder, parts.train_set, parts.train_qids, k, t.seed,
+                                           batching.cluster_model)
+        window = (batching.window_start, batching.window_end) if batching.window_start is not None else None
+        schedule = GroupSchedule(parts.train_set, parts.train_qids, negatives, t.negatives_per_query, global_batch,
+                                 t.seed, mined=mined, clusters=clusters, window=window,
+                                 total_steps=t.max_steps * t.grad_accum)
+        schedule.cluster_k = k  # read by the miner callback when it re-clusters
+        schedule.refresh_clusters = bool(k and mined and batching.refresh_clusters)
+        schedule.cluster_spherical = getattr(self.encoder, "score_kind", "dot") == "cosine"
+        return schedule
 
     def callbacks(self) -> list:
         """Callbacks the method adds to the trainer's (before logging, evaluation and checkpoints)."""
@@ -87,6 +111,19 @@ class Objective(nn.Module):
     def export_files(self, directory: Path) -> None:
         """Called inside the atomic export of the trained model: the method's own files (JPQ's index, AR2's
         ranker)."""
+
+
+def cluster_queries(encoder, train_set: RetrievalSet, qids: Sequence[str], k: int, seed: int,
+                    model: str | None = None) -> np.ndarray:
+    """(len(qids),) k-means cluster of each training query, on `encoder`'s query embeddings (or those of the
+    model `model` names); spherical k-means for cosine scores. Rank 0's labels on every process."""
+    if model:
+        from dr.models.dual_encoder import DualEncoder
+
+        encoder = DualEncoder(encoder.config.with_weights(model))
+    emb = encoder.encode_queries([train_set.queries[q] for q in qids], desc="cluster queries")
+    labels = kmeans_assign(emb, k, seed=seed, spherical=encoder.score_kind == "cosine")
+    return all_gather_object(labels)[0]
 
 
 class TextObjective(Objective):

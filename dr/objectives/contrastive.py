@@ -125,16 +125,21 @@ class ContrastiveObjective(TextObjective):
 class ContrastiveConfig(ObjectiveConfig):
     """`objective=contrastive` (the default): the loss of `loss=` (cross_entropy when null) over in-batch
     negatives and the hard negatives of `negatives=` (static) or `miner=` (mined by a dense model: ANCE,
-    STAR). `ranker=` is read only as the miner's false-negative filter (`miner.fn_ranker_threshold`)."""
+    STAR). `ranker=` is read only as the miner's false-negative filter (`miner.fn_ranker_threshold`).
+    `sampler=ngame` / `sampler=curriculum` (dr.data.groups.BatchingConfig): negative-aware batches, a
+    curriculum over the negatives' ranks."""
 
     name: ClassVar[str] = "contrastive"
-    uses: ClassVar[frozenset[str]] = frozenset({"loss", "negatives", "miner", "ranker"})
+    uses: ClassVar[frozenset[str]] = frozenset({"loss", "negatives", "miner", "ranker", "sampler"})
     grad_cache: ClassVar[bool] = True
     cross_device: ClassVar[bool] = True
     memory_size: int = 0  # cross-batch memory (XBM): passage embeddings of recent steps as extra negatives; 0: off
     memory_max_age: int = 0  # use only the memory entries of the last this many micro-batches; 0: no limit
 
     def check(self, cfg: DictConfig) -> None:
+        if cfg.get("sampler") is not None and not str(cfg.sampler.get("_target_", "")).endswith("BatchingConfig"):
+            raise ConfigError("objective=contrastive takes sampler=ngame or sampler=curriculum (a BatchingConfig); "
+                              "sampler=tas_balanced draws teacher pairs for objective=distill")
         if self.memory_size < 0 or self.memory_max_age < 0:
             raise ConfigError("objective.memory_size and objective.memory_max_age must be >= 0")
         if self.memory_size and cfg.get("loss") is not None and not cfg.loss.get("in_batch", True):

@@ -40,14 +40,12 @@ from dr.data.groups import Group
 from dr.data.msmarco import read_queries_tsv
 from dr.data.tas import TasConfig, TasSchedule
 from dr.data.teacher import TeacherScores, read_teacher_scores
-from dr.dist import all_gather_object
 from dr.encoding.sharded import corpus_matrix
-from dr.index import kmeans_assign
 from dr.losses.contrastive import own_group_mask, softmax_cross_entropy
 from dr.losses.distill import inbatch_margin_mse, kl_distill, pairwise_margin_mse
 from dr.models.cross_encoder import CrossEncoder, CrossEncoderConfig
 from dr.models.dual_encoder import DualEncoder
-from dr.objectives.base import Objective, ObjectiveConfig, Parts, shared_tower_check
+from dr.objectives.base import Objective, ObjectiveConfig, Parts, cluster_queries, shared_tower_check
 
 logger = logging.getLogger(__name__)
 
@@ -254,13 +252,9 @@ class DistillObjective(Objective):
         tas_cfg: TasConfig = instantiate(parts.cfg.sampler, _convert_="all")
         clusters = None
         if tas_cfg.clusters:
-            encoder = self.encoder
-            if tas_cfg.cluster_model:
-                encoder = DualEncoder(encoder.config.with_weights(tas_cfg.cluster_model))
-            emb = encoder.encode_queries([parts.train_set.queries[q] for q in parts.train_qids], desc="cluster queries")
             k = min(tas_cfg.clusters, len(parts.train_qids))
-            clusters = kmeans_assign(emb, k, seed=tcfg.seed, spherical=encoder.score_kind == "cosine")
-            clusters = all_gather_object(clusters)[0]
+            clusters = cluster_queries(self.encoder, parts.train_set, parts.train_qids, k, tcfg.seed,
+                                       tas_cfg.cluster_model)
             logger.info("clustered %d training queries into %d topics", len(parts.train_qids), k)
         return TasSchedule(parts.train_set, parts.train_qids, self.teacher, clusters, tas_cfg, tcfg.negatives_per_query,
                            global_batch, tcfg.seed)

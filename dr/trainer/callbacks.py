@@ -17,7 +17,7 @@ from safetensors.torch import load_model, save_model
 from dr.data.sources import RetrievalSet
 from dr.dist import broadcast_object
 from dr.eval.evaluator import Evaluator, format_table
-from dr.index import IndexConfig
+from dr.index import IndexConfig, kmeans_assign
 from dr.io import atomic_path, atomic_write_json
 from dr.mining.miner import Miner
 from dr.models.cross_encoder import CrossEncoder
@@ -244,6 +244,12 @@ class MinerCallback(Callback):
         trainer.negatives = negatives
         trainer.schedule.set_negatives(negatives)
         trainer.state.negatives_version, trainer.state.negatives_step = version, step
+        if getattr(trainer.schedule, "refresh_clusters", False):  # negative-aware batches: the new embeddings
+            labels = kmeans_assign(self.miner.last_query_embeddings, trainer.schedule.cluster_k,
+                                   seed=trainer.config.seed + version, spherical=trainer.schedule.cluster_spherical)
+            labels = broadcast_object(labels)  # rank 0's, on every process
+            trainer.schedule.set_clusters(labels)
+            trainer.state.clusters = [int(x) for x in labels]
         record = stats.as_dict()
         trainer.refreshes.append(record)
         trainer.pending_logs.update({f"refresh_{k}": record[k] for k in REFRESH_COSTS})

@@ -42,6 +42,7 @@ class TrainState:
     best_step: int | None = None
     negatives_version: int = 0
     negatives_step: int | None = None  # step before which the negatives in hand were mined
+    clusters: list[int] | None = None  # negative-aware batching: the query clusters of the last re-clustering
     history: list[dict] = field(default_factory=list)
 
 

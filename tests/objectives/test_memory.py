@@ -107,6 +107,10 @@ def test_memory_config_checks():
     with pytest.raises(ConfigError, match=">= 0"):
         ContrastiveConfig(memory_max_age=-1).check(OmegaConf.create({}))
     ContrastiveConfig(memory_size=8).check(OmegaConf.create({}))
+    tas = OmegaConf.create({"sampler": {"_target_": "dr.data.tas.TasConfig"}})
+    with pytest.raises(ConfigError, match="sampler=ngame or sampler=curriculum"):
+        ContrastiveConfig().check(tas)
+    ContrastiveConfig().check(OmegaConf.create({"sampler": {"_target_": "dr.data.groups.BatchingConfig"}}))
 
 
 def _worker(rank: int, world: int, model_dir: str, rdv: str, out: str) -> None:

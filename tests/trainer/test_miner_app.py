@@ -64,3 +64,25 @@ def test_adore_trains_only_the_query_tower(tiny_model, train_data_dir, tmp_path)
     passage = load_file(str(run / "export" / "passage" / "model.safetensors"))
     changed = lambda tower: any(not np.array_equal(tower[k], start[k]) for k in start if k in tower)
     assert changed(query) and not changed(passage)
+
+
+def test_negative_aware_batches_and_memory_with_a_miner_resume_exactly(tiny_model, train_data_dir, tmp_path):
+    """sampler=ngame re-clusters the queries at each refresh (the clusters go into the checkpoint) and the
+    cross-batch memory is in the checkpointed state: a run resumed at step 3 takes the same steps."""
+    common = ["+experiment=ance", "sampler=ngame", "loss.in_batch=true", "objective.memory_size=16",
+              "objective.memory_max_age=2", "trainer.max_steps=5", "miner.refresh_every=2", "miner.depth=20",
+              "miner.window=[0,20]", "miner.per_query=5", "miner.passage_max_length=24", "test_sets=[]",
+              "trainer.eval_every=0"]
+    straight = tmp_path / "straight"
+    proc = train([*common, "trainer.save_every=3", "trainer.keep_checkpoints=5", *base_args(tiny_model, straight)],
+                 train_data_dir, tmp_path / "c1")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    state = json.loads((straight / "checkpoints" / "step-3" / "trainer_state.json").read_text())
+    assert state["clusters"] and len(set(state["clusters"])) > 1  # the clusters of the step-2 refresh
+    train_log = [json.loads(x) for x in (straight / "train_log.jsonl").read_text().splitlines()]
+    assert train_log[0]["memory_negatives"] == 0 and train_log[1]["memory_negatives"] > 0
+    resumed = tmp_path / "resumed"
+    proc = train([*common, f"resume={straight / 'checkpoints' / 'step-3'}", *base_args(tiny_model, resumed)],
+                 train_data_dir, tmp_path / "c2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    np.testing.assert_allclose(losses(resumed), losses(straight)[3:], atol=1e-5, rtol=0)
