@@ -72,13 +72,15 @@ def curriculum_window(start: Sequence[int], end: Sequence[int], step: int, total
 
 def cluster_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Indices of all rows, cluster by cluster: clusters in a random order, each cluster's rows shuffled.
-    Here cluster 2 (row 4) came first, then cluster 0 (rows 3, 1), then cluster 1 (rows 0, 2):
+    One sort, O(n log n), whatever the number of clusters (MS MARCO: 400K queries in 25K clusters).
+    Here cluster 1 (rows 0, 2) came first, then cluster 2 (row 4), then cluster 0 (rows 1, 3):
 
     >>> cluster_order(np.array([1, 0, 1, 0, 2]), np.random.default_rng(0)).tolist()
-    [4, 3, 1, 0, 2]
+    [0, 2, 4, 1, 3]
     """
-    clusters = np.unique(labels)
-    return np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in rng.permutation(clusters)])
+    clusters, index = np.unique(labels, return_inverse=True)
+    cluster_rank = rng.permutation(len(clusters))  # the position of each cluster in the walk
+    return np.lexsort((rng.random(len(labels)), cluster_rank[index]))
 
 
 @dataclass
@@ -132,6 +134,7 @@ class GroupSchedule:
         self.steps_per_epoch = len(qids) // global_batch  # the ragged tail of an epoch is dropped
         self.positives = {q: train_set.positives(q) for q in qids}
         self.clusters: np.ndarray | None = None
+        self._order: tuple[tuple, np.ndarray] | None = None
         if clusters is not None:
             self.set_clusters(clusters)
         self.window, self.total_steps = window, total_steps
@@ -157,10 +160,18 @@ class GroupSchedule:
         """(epoch, batch within epoch) of global step `step` (0-based)."""
         return divmod(step, self.steps_per_epoch)
 
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The order in which `epoch` visits the queries (the last epoch's is kept: a batch only slices it)."""
+        key = (epoch, None if self.clusters is None else id(self.clusters))
+        if self._order is None or self._order[0] != key:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(self.qids)) if self.clusters is None else cluster_order(self.clusters, rng)
+            self._order = (key, order)
+        return self._order[1]
+
     def batch(self, step: int) -> list[Group]:
         epoch, b = self.position(step)
-        rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(len(self.qids)) if self.clusters is None else cluster_order(self.clusters, rng)
+        order = self.epoch_order(epoch)
         window = None if self.window is None else curriculum_window(*self.window, step, self.total_steps)
         return [self.group(int(i), epoch, window)
                 for i in order[b * self.global_batch : (b + 1) * self.global_batch]]

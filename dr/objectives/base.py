@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
-
-import numpy as np
 
 from dr.data.groups import BatchingConfig, Group, GroupSchedule
 from dr.data.sources import RetrievalSet

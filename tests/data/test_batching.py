@@ -84,3 +84,17 @@ def test_batching_config_checks():
         BatchingConfig(window_start=[10, 10], window_end=[0, 5])
     with pytest.raises(ValueError, match="clusters"):
         BatchingConfig(clusters=-2)
+
+
+def test_doctests_and_cluster_order_at_ms_marco_scale():
+    import doctest
+    import time
+
+    import dr.data.groups as groups
+
+    failures, attempted = doctest.testmod(groups)
+    assert failures == 0 and attempted >= 2
+    labels = np.random.default_rng(0).integers(0, 25_000, size=400_000)  # MS MARCO's queries, one cluster a batch
+    start = time.perf_counter()
+    order = cluster_order(labels, np.random.default_rng(1))
+    assert time.perf_counter() - start < 5.0 and len(np.unique(order)) == 400_000
