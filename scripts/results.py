@@ -7,6 +7,7 @@ docs/RESULTS.md and the figure docs/results.png.
     python scripts/results.py --force ance        # rerun ance (and whatever was made from it)
     python scripts/results.py --table-only        # table and figure from the run dirs as they are; runs nothing
     python scripts/results.py --seeds 3 --only bm25_negatives,ance   # + seeds 1 and 2 of those rows
+    python scripts/results.py --table-only --rows bm25_negatives,ance --out-md FILE   # a table of some rows
 
 Each experiment is one or more commands (`REGISTRY`; the DL19-pool column of star and ance is a separate
 evaluation of their export, as in docs/RESULTS.md), run one after the other, each in its own process,
@@ -634,6 +635,9 @@ def main(argv: Sequence[str] | None = None, experiments: Sequence[Experiment] = 
                         help="also run seeds 1 .. N-1 of the chosen rows that train (into their seed-K/ subdirs)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--table-only", action="store_true", help="run nothing; regenerate the table and figure")
+    parser.add_argument("--rows", action="append", default=[], metavar="NAMES",
+                        help="comma-separated experiments the table shows (default: every one), e.g. with "
+                             "--out-md elsewhere for a table of some rows")
     parser.add_argument("--out-md", type=Path, default=ROOT / "docs" / "RESULTS.md")
     parser.add_argument("--out-png", type=Path, default=ROOT / "docs" / "results.png")
     args = parser.parse_args(argv)
@@ -661,9 +665,15 @@ def main(argv: Sequence[str] | None = None, experiments: Sequence[Experiment] = 
                   file=sys.stderr)
             return 1
         print(f"{ran} command(s) ran, {len(states) - ran} were done already")
-    on_disk = {e.name: seeds_on_disk(args.outputs, e) for e in experiments}
-    all_states = plan(experiments, args.outputs, seeds=on_disk)  # every row and seed, as found on disk now
-    rows = collect(experiments, all_states)
+    wanted = set(names(args.rows))
+    unknown = wanted - {e.name for e in experiments}
+    if unknown:
+        parser.error(f"--rows: unknown experiment(s) {sorted(unknown)}")
+    shown = select(experiments, sorted(wanted)) if wanted else list(experiments)  # with what they are made from
+    on_disk = {e.name: seeds_on_disk(args.outputs, e) for e in shown}
+    all_states = plan(shown, args.outputs, seeds=on_disk)  # every row and seed, as found on disk now
+    rows = [r for r in collect(shown, all_states) if not wanted or r.experiment.name in wanted]
+    all_states = [st for st in all_states if not wanted or st.experiment.name in wanted]
     marks = significance(rows)
     figure = None
     try:

@@ -609,3 +609,17 @@ def test_results_seeds_run_into_seed_dirs_and_show_mean_sd(env):
     rows = {line.split(" | ")[0].lstrip("| "): line for line in md.read_text().splitlines() if line.startswith("| ")}
     cell = rows["method, 3 seeds"].split(" | ")[2]
     assert cell.startswith("0.9450 ± 0.3000") and "†" in cell and "§" not in cell
+
+
+def test_results_rows_restricts_the_table(env, tmp_path):
+    run, calls, outputs, md = env
+    registry = seeded_registry(method_shift=0.01)
+    assert run("--seeds", "2", "--only", "derived", registry=registry) == 0  # method (2 seeds) and derived
+    other = tmp_path / "some_rows.md"
+    other.write_text("# Some rows\n")
+    assert run("--table-only", "--rows", "derived", "--out-md", str(other), registry=registry) == 0
+    rows = [line for line in other.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 2 and rows[1].startswith("| made from method, 2 seeds |")  # header + the one row
+    assert "No marks: the bm25_negatives row has not run." in other.read_text()
+    with pytest.raises(SystemExit):
+        run("--table-only", "--rows", "nope", registry=registry)
