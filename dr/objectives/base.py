@@ -15,6 +15,7 @@ methods want; a method overrides the ones it changes.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from dr.data.groups import BatchingConfig, Group, GroupSchedule
 from dr.data.sources import RetrievalSet
 from dr.dist import all_gather_object
 from dr.index import kmeans_assign
+
+logger = logging.getLogger(__name__)
 
 # The optional config groups of dr.train; each method says which of them it reads.
 OPTIONAL_GROUPS = ("loss", "negatives", "miner", "ranker", "teacher", "sampler", "quantizer")
@@ -94,6 +97,8 @@ class Objective(nn.Module):
             if not (mined and batching.refresh_clusters):
                 clusters = cluster_queries(self.encoder, parts.train_set, parts.train_qids, k, t.seed,
                                            batching.cluster_model)
+                logger.info("negative-aware batches: %d training queries in %d clusters (%d non-empty)",
+                            len(parts.train_qids), k, len(np.unique(clusters)))
         window = (batching.window_start, batching.window_end) if batching.window_start is not None else None
         schedule = GroupSchedule(parts.train_set, parts.train_qids, negatives, t.negatives_per_query, global_batch,
                                  t.seed, mined=mined, clusters=clusters, window=window,
