@@ -46,7 +46,7 @@ def test_the_default_is_contrastive_with_the_cross_entropy_loss():
 @pytest.mark.parametrize(("overrides", "message"), [
     # a group the chosen method would ignore
     (["teacher=scifact"], "objective=contrastive does not use teacher=...: set teacher=null (distillation"),
-    (["sampler=tas_balanced"], "objective=contrastive does not use sampler=..."),
+    (["sampler=tas_balanced"], "objective=contrastive takes sampler=ngame or sampler=curriculum"),
     (["quantizer=jpq"], "objective=contrastive does not use quantizer=...: set quantizer=null (JPQ is objective=jpq)"),
     (["+experiment=adore", "loss=hinge"], "objective=adore does not use loss=..."),
     (["+experiment=adore", "negatives=bm25"], "objective=adore does not use negatives=..."),

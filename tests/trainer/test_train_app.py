@@ -156,7 +156,7 @@ def test_resume_with_another_batch_size_fails_naming_it(tiny_model, train_data_d
     [
         ("trainer.batch_size=0", "trainer.batch_size must be > 0, got 0"),
         ("trainer.mixed_precision=fp8", "trainer.mixed_precision must be auto, no (fp32), bf16 or fp16"),
-        ("loss.name=softmax", "loss.name must be one of cross_entropy, hinge, ranknet"),
+        ("loss.name=softmax", "loss.name must be one of cross_entropy, hard_negative, hinge, ranknet"),
         ("model.temperature=0", "model.temperature must be > 0"),
         ("trainer.batch_size=64", "global batch 64 is larger than the 32 training queries"),
         ("trainer.negatives_per_query=2", "negatives_per_query > 0 needs a negatives source"),
