@@ -135,6 +135,7 @@ class GroupSchedule:
         self.positives = {q: train_set.positives(q) for q in qids}
         self.clusters: np.ndarray | None = None
         self._order: tuple[tuple, np.ndarray] | None = None
+        self._clusters_version = 0  # bumped by set_clusters: the cached epoch order is then stale
         if clusters is not None:
             self.set_clusters(clusters)
         self.window, self.total_steps = window, total_steps
@@ -147,6 +148,7 @@ class GroupSchedule:
         if clusters.shape != (len(self.qids),):
             raise ValueError(f"{clusters.shape[0]} cluster labels for {len(self.qids)} training queries")
         self.clusters = clusters
+        self._clusters_version += 1
 
     def set_negatives(self, negatives: dict[str, list[str]]) -> None:
         """Swap the pool the groups draw negatives from (a miner refresh)."""
@@ -162,7 +164,7 @@ class GroupSchedule:
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The order in which `epoch` visits the queries (the last epoch's is kept: a batch only slices it)."""
-        key = (epoch, None if self.clusters is None else id(self.clusters))
+        key = (epoch, self._clusters_version)
         if self._order is None or self._order[0] != key:
             rng = np.random.default_rng([self.seed, epoch])
             order = rng.permutation(len(self.qids)) if self.clusters is None else cluster_order(self.clusters, rng)

@@ -98,3 +98,13 @@ def test_doctests_and_cluster_order_at_ms_marco_scale():
     start = time.perf_counter()
     order = cluster_order(labels, np.random.default_rng(1))
     assert time.perf_counter() - start < 5.0 and len(np.unique(order)) == 400_000
+
+
+def test_new_clusters_replace_the_cached_epoch_order():
+    train, qids, negatives = make_set(24)
+    sched = GroupSchedule(train, qids, negatives, 1, global_batch=8, seed=3, clusters=np.repeat([0, 1, 2], 8))
+    sched.batch(0)  # caches epoch 0's order
+    sched.set_clusters(np.tile([0, 1, 2], 8))
+    sched.set_clusters(np.tile([0, 1, 2], 8))  # twice before the next batch
+    labels = np.tile([0, 1, 2], 8)
+    assert len({int(labels[qids.index(g.qid)]) for g in sched.batch(1)}) == 1
