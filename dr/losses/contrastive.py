@@ -95,6 +95,7 @@ def hard_negative_cross_entropy(scores: torch.Tensor, targets: torch.Tensor, bet
         raise ValueError(f"tau_plus must be in [0, 1), got {tau_plus}")
     pos, _, neg_mask = _pos_and_negs(scores, targets, candidates)
     n = neg_mask.sum(dim=1, keepdim=True).to(scores.dtype)  # (B, 1) negatives per query
+
     def lse(x: torch.Tensor) -> torch.Tensor:  # log-sum-exp over each row's negatives
         return torch.logsumexp(x.masked_fill(~neg_mask, float("-inf")), 1, keepdim=True)
 
