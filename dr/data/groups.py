@@ -116,10 +116,14 @@ class GroupSchedule:
         clusters: np.ndarray | None = None,
         window: tuple[Sequence[int], Sequence[int]] | None = None,
         total_steps: int = 0,
+        recluster_k: int = 0,
+        spherical: bool = False,
     ) -> None:
         """`mined`: a miner supplies the negatives (`set_negatives`) before step 0. `clusters`: (len(qids),)
         cluster of each query for negative-aware batching (None: uniform shuffles). `window`: (start, end)
-        rank windows of the negative lists, moving over `total_steps` steps (None: the whole list)."""
+        rank windows of the negative lists, moving over `total_steps` steps (None: the whole list).
+        `recluster_k` > 0: a miner re-clusters the queries into that many clusters at each refresh
+        (dr.trainer.callbacks.MinerCallback; `spherical` k-means for cosine scores)."""
         if global_batch > len(qids):
             raise ValueError(f"global batch {global_batch} is larger than the {len(qids)} training queries")
         if negatives_per_query and not negatives and not mined:
@@ -139,6 +143,8 @@ class GroupSchedule:
         if clusters is not None:
             self.set_clusters(clusters)
         self.window, self.total_steps = window, total_steps
+        self.cluster_k, self.cluster_spherical = recluster_k, spherical
+        self.refresh_clusters = recluster_k > 0
         if negatives:
             self.set_negatives(negatives)
 

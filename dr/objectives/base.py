@@ -86,11 +86,9 @@ class Objective(nn.Module):
         window over each query's negatives. With a miner and `refresh_clusters` the clusters come from the
         miner's first refresh (before step 0) and every later one (dr.trainer.callbacks.MinerCallback)."""
         t = parts.trainer
-        batching = instantiate(parts.cfg.sampler, _convert_="all") if parts.cfg.get("sampler") is not None else None
-        if batching is not None and not isinstance(batching, BatchingConfig):
-            raise ConfigError(f"sampler=... of objective={type(self).__name__} must be a BatchingConfig "
-                              f"(sampler=ngame or sampler=curriculum), got {type(batching).__name__}")
-        batching = batching or BatchingConfig()
+        # a sampler other than a BatchingConfig is refused by the method's check (ContrastiveConfig.check)
+        sampler = parts.cfg.get("sampler")
+        batching = instantiate(sampler, _convert_="all") if sampler is not None else BatchingConfig()
         clusters, k = None, 0
         if batching.clusters:
             k = batching.n_clusters(len(parts.train_qids), global_batch)
@@ -100,13 +98,11 @@ class Objective(nn.Module):
                 logger.info("negative-aware batches: %d training queries in %d clusters (%d non-empty)",
                             len(parts.train_qids), k, len(np.unique(clusters)))
         window = (batching.window_start, batching.window_end) if batching.window_start is not None else None
-        schedule = GroupSchedule(parts.train_set, parts.train_qids, negatives, t.negatives_per_query, global_batch,
-                                 t.seed, mined=mined, clusters=clusters, window=window,
-                                 total_steps=t.max_steps * t.grad_accum)
-        schedule.cluster_k = k  # read by the miner callback when it re-clusters
-        schedule.refresh_clusters = bool(k and mined and batching.refresh_clusters)
-        schedule.cluster_spherical = getattr(self.encoder, "score_kind", "dot") == "cosine"
-        return schedule
+        return GroupSchedule(parts.train_set, parts.train_qids, negatives, t.negatives_per_query, global_batch,
+                             t.seed, mined=mined, clusters=clusters, window=window,
+                             total_steps=t.max_steps * t.grad_accum,
+                             recluster_k=k if mined and batching.refresh_clusters else 0,
+                             spherical=getattr(self.encoder, "score_kind", "dot") == "cosine")
 
     def callbacks(self) -> list:
         """Callbacks the method adds to the trainer's (before logging, evaluation and checkpoints)."""
