@@ -41,12 +41,27 @@ class LossConfig:
     in_batch: bool = True  # false: each query sees only its own group (ANCE's loss over [pos, hard neg])
     beta: float = 0.0  # hard_negative: concentration on hard negatives (on the temperature-scaled scores)
     tau_plus: float = 0.0  # hard_negative: prior share of false negatives among the negatives, in [0, 1)
+    # Matryoshka (dr.losses.matryoshka): the loss summed over these embedding prefixes (null: full embeddings
+    # only), each times its weight (null: all 1)
+    matryoshka_dims: list[int] | None = None
+    matryoshka_weights: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.name not in LOSSES:
             raise ValueError(f"loss.name must be one of {', '.join(sorted(LOSSES))}, got {self.name!r}")
         if self.beta < 0 or not 0 <= self.tau_plus < 1:
             raise ValueError(f"loss.beta must be >= 0 and loss.tau_plus in [0, 1), got {self.beta}, {self.tau_plus}")
+        if self.matryoshka_dims is not None:
+            dims = [int(d) for d in self.matryoshka_dims]
+            if not dims or min(dims) <= 0 or len(set(dims)) != len(dims):
+                raise ValueError(f"loss.matryoshka_dims must be distinct positive sizes, got {self.matryoshka_dims}")
+            weights = [1.0] * len(dims) if self.matryoshka_weights is None else list(self.matryoshka_weights)
+            if len(weights) != len(dims) or min(weights) < 0:
+                raise ValueError(f"loss.matryoshka_weights needs one weight >= 0 per dimension ({len(dims)}), "
+                                 f"got {self.matryoshka_weights}")
+            self.matryoshka_dims, self.matryoshka_weights = dims, [float(w) for w in weights]
+        elif self.matryoshka_weights is not None:
+            raise ValueError("loss.matryoshka_weights is set but loss.matryoshka_dims is not")
 
     def __call__(self, scores: torch.Tensor, targets: torch.Tensor, group: int = 1,
                  exclude: torch.Tensor | None = None) -> torch.Tensor:

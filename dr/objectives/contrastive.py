@@ -10,6 +10,10 @@ W*B*N hard negatives (B queries per process, N hard negatives per query, W proce
 With a cross-batch memory (`objective.memory_size`, dr.objectives.memory) each query also sees the
 passages of recent steps as negatives, scored without gradient; a memory entry that is the query's own
 positive (the same passage id) is masked. The memory is pushed the global batch's passages after the loss.
+
+With `loss.matryoshka_dims` the loss is the weighted sum of the same loss over embedding prefixes
+(dr.losses.matryoshka; renormalized for a cosine model), the memory's entries cut to the same prefix; the
+logged train_acc is the full embeddings'.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from dr.dist import world
+from dr.losses.matryoshka import matryoshka_loss, truncate
 from dr.losses.registry import LossConfig
 from dr.models.dual_encoder import DualEncoder
 from dr.objectives.base import ConfigError, ObjectiveConfig, Parts, TextObjective
@@ -87,7 +92,20 @@ class ContrastiveObjective(TextObjective):
         exclude, logs = None, {}
         if self.memory is not None:
             scores, exclude, logs["memory_negatives"] = self._with_memory(q, scores, keys[targets])
-        loss = self.loss(scores, targets, group, exclude=exclude)
+        if self.loss.matryoshka_dims:
+            normalize = self.encoder.score_kind == "cosine"
+
+            def loss_at(q_d: torch.Tensor, p_d: torch.Tensor) -> torch.Tensor:
+                s_d = self.encoder.score(q_d, p_d)
+                if self.memory is not None:
+                    s_d, excl, _ = self._with_memory(q_d, s_d, keys[targets], lambda e: truncate(e, q_d.shape[1],
+                                                                                              normalize))
+                    return self.loss(s_d, targets, group, exclude=excl)
+                return self.loss(s_d, targets, group)
+
+            loss = matryoshka_loss(q, p, self.loss.matryoshka_dims, self.loss.matryoshka_weights, normalize, loss_at)
+        else:
+            loss = self.loss(scores, targets, group, exclude=exclude)
         with torch.no_grad():
             acc = (scores.argmax(dim=1) == targets).float().mean()
         logs = {"loss": float(loss.detach()), "train_acc": float(acc), **logs}
@@ -100,13 +118,16 @@ class ContrastiveObjective(TextObjective):
             raise RuntimeError("the cross-batch memory needs the passage ids of this batch: call batch() first")
         return passage_keys(self._batch_pids, p.device)
 
-    def _with_memory(self, q: torch.Tensor, scores: torch.Tensor, positive_keys: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    def _with_memory(self, q: torch.Tensor, scores: torch.Tensor, positive_keys: torch.Tensor,
+                     view=None) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """`scores` with a column per usable memory entry, and the mask of entries that are a query's own
-        positive; (scores, None, 0) while the memory is empty."""
+        positive; (scores, None, 0) while the memory is empty. `view(emb)`: the memory's embeddings as `q`
+        sees them (a Matryoshka prefix)."""
         emb, keys = self.memory.entries()
         if len(keys) == 0:
             return scores, None, 0.0
+        if view is not None:
+            emb = view(emb)
         mem_scores = self.encoder.score(q, emb.to(q.dtype)).to(scores.dtype)  # (B, M), no gradient to the memory
         own = keys[None, :] == positive_keys[:, None]
         exclude = torch.cat([torch.zeros_like(scores, dtype=torch.bool), own], dim=1)
@@ -161,5 +182,8 @@ class ContrastiveConfig(ObjectiveConfig):
         loss = instantiate(parts.cfg.loss, _convert_="all") if parts.cfg.get("loss") is not None else LossConfig()
         cross_device = True if parts.trainer.cross_device is None else parts.trainer.cross_device
         memory = CrossBatchMemory(self.memory_size, encoder.dim, self.memory_max_age) if self.memory_size else None
+        if loss.matryoshka_dims and max(loss.matryoshka_dims) > encoder.dim:
+            raise ConfigError(f"loss.matryoshka_dims {loss.matryoshka_dims}: the encoder's embeddings have "
+                              f"{encoder.dim} dimensions")
         return ContrastiveObjective(encoder, loss, cross_device=cross_device, corpus=parts.train_set.corpus,
                                     memory=memory)

@@ -133,3 +133,34 @@ def test_hard_negative_loss_config():
     assert float(cfg(SCORES, TARGETS)) == pytest.approx(float(hcl(SCORES, TARGETS, 1.0, 0.1)))
     with pytest.raises(ValueError, match="tau_plus"):
         LossConfig("hard_negative", tau_plus=1.2)
+
+
+def test_matryoshka_loss_hand_worked():
+    from dr.losses.matryoshka import matryoshka_loss, truncate
+
+    # cosine model: q = [3, 4, 0] / 5, passages p+ = [0, 1, 0] and p- = [1, 0, 0] (unit already)
+    q = torch.tensor([[0.6, 0.8, 0.0]])
+    p = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+    def ce(a, b):  # scale 1 for hand values
+        return softmax_cross_entropy(a @ b.T, torch.tensor([0]))
+
+    # 3 dims: scores [0.8, 0.6], loss log(1 + e^(0.6 - 0.8)) = log(1 + e^-0.2) = 0.59813
+    # 1 dim: q -> [1] (renormalized), p+ -> [0] (norm 0 stays 0), p- -> [1]: scores [0, 1],
+    #        loss log(1 + e^1) = 1.31326
+    # weights [1, 0.25]: 0.59813 + 0.32832 = 0.92645
+    got = matryoshka_loss(q, p, [3, 1], [1.0, 0.25], normalize=True, loss_at=ce)
+    assert float(got) == pytest.approx(0.59813 + 0.25 * 1.31326, abs=1e-4)
+    assert float(matryoshka_loss(q, p, [3], [1.0], True, ce)) == pytest.approx(float(ce(q, p)), abs=1e-7)
+    assert truncate(q, 1, normalize=False).tolist() == [[pytest.approx(0.6)]]
+    with pytest.raises(ValueError):
+        truncate(q, 4, normalize=True)
+
+
+def test_matryoshka_loss_config():
+    cfg = LossConfig(matryoshka_dims=[4, 2])
+    assert cfg.matryoshka_weights == [1.0, 1.0]
+    for bad in ({"matryoshka_dims": [4, 4]}, {"matryoshka_dims": [0]}, {"matryoshka_dims": [4, 2],
+                "matryoshka_weights": [1.0]}, {"matryoshka_weights": [1.0]}):
+        with pytest.raises(ValueError, match="matryoshka"):
+            LossConfig(**bad)

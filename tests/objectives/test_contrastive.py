@@ -88,3 +88,24 @@ def test_grad_cache_equals_uncached_batch(tiny_model_dir, chunk, loss):
     for name in want:
         # float32 sums in another order (no padding inside a chunk): agreement to 1e-5 on gradients of order 1
         torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_matryoshka_objective_sums_the_loss_over_renormalized_prefixes(tiny_model_dir):
+    from dr.losses.contrastive import softmax_cross_entropy
+
+    enc = DualEncoder(EncoderConfig(str(tiny_model_dir), pooling="mean", score="cosine", temperature=0.1,
+                                    show_progress=False, precision="fp32"))
+    enc.eval()
+    obj = ContrastiveObjective(enc, LossConfig(matryoshka_dims=[32, 8], matryoshka_weights=[1.0, 0.5]))
+    queries = list(QUERIES.values())[:2]
+    passages = [f"{t} {x}" for t, x in PASSAGES.values()][:4]  # 2 per query, positive first
+    loss, _ = obj(queries, passages)
+    with torch.no_grad():
+        q, p = obj.embed("query", queries), obj.embed("passage", passages)
+        targets = torch.tensor([0, 2])
+        full = softmax_cross_entropy(q @ p.T / 0.1, targets)
+        q8 = torch.nn.functional.normalize(q[:, :8], dim=-1)
+        p8 = torch.nn.functional.normalize(p[:, :8], dim=-1)
+        short = softmax_cross_entropy(q8 @ p8.T / 0.1, targets)
+    assert float(loss) == pytest.approx(float(full + 0.5 * short), abs=1e-5)
+    assert abs(float(short) - float(full)) > 1e-4  # the prefix term is not the full term again
