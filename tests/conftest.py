@@ -73,6 +73,39 @@ def build_tiny_bert(out: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-64 LLaMA with random weights and a BPE vocab trained on fixture text."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def build_tiny_llama(out: Path) -> Path:
+    """A decoder-only LLaMA-architecture model for offline tests (also used by scripts/tiny_llama.py): its
+    tokenizer is like LLaMA's (BPE, adds <s> but not </s>, no padding token)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+
+    out.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus_text() * 4, trainers.BpeTrainer(
+        vocab_size=500, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B:1",
+                                                       special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    assert tokenizer("goldfish")["input_ids"][0] == tokenizer.bos_token_id
+    tokenizer.save_pretrained(out)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=None)
+    LlamaModel(config).save_pretrained(out, safe_serialization=True)
+    return out
+
+
 @pytest.fixture
 def tiny_model(tiny_model_dir, tmp_path) -> Path:
     """A private copy of the tiny model for tests that write into it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from dr.dist import local_device
+from dr.models.lora import LoraSettings, add_lora, is_lora, merged, save_adapter
 from dr.models.precision import autocast, resolve_precision
 from dr.models.resolve import resolve_model_path
 
@@ -35,9 +37,11 @@ class CrossEncoderConfig:
     show_progress: bool = True
     device: str = "auto"  # auto: this process's GPU when torch sees one, else cpu
     precision: str = "auto"  # scoring: auto | fp32 | bf16 | fp16 (dr.models.precision)
+    lora: LoraSettings | dict | None = None  # {r, alpha, dropout, target_modules}: adapters + the head train
 
     def __post_init__(self) -> None:
         resolve_precision(self.precision, "cpu", purpose="check")  # a bad value fails before loading
+        self.lora = LoraSettings.parse(self.lora, "ranker.lora")
         if self.max_length < 8:
             raise ValueError(f"ranker.max_length must be >= 8, got {self.max_length}")
         if self.batch_size <= 0:
@@ -55,6 +59,8 @@ class CrossEncoder(nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(path, **kw)
         self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
                                                                         **kw)
+        if config.lora is not None:  # peft's SEQ_CLS task also trains the (new) classification head
+            self.model = add_lora(self.model, config.lora, task="SEQ_CLS")
         self.to(config.device if config.device != "auto" else local_device())
         logger.info("cross-encoder %s, max length %d", config.name_or_path, config.max_length)
 
@@ -99,6 +105,9 @@ class CrossEncoder(nn.Module):
         return out
 
     def save(self, path) -> None:
-        """Hugging Face layout (safetensors) plus the tokenizer; see `dr.models.export.export_ranker`."""
-        self.model.save_pretrained(path, safe_serialization=True)
+        """Hugging Face layout (safetensors) plus the tokenizer; see `dr.models.export.export_ranker`. Under
+        LoRA: the merged model, and the adapter alone under `adapter/`."""
+        merged(self.model).save_pretrained(path, safe_serialization=True)
+        if is_lora(self.model):
+            save_adapter(self.model, Path(path) / "adapter", self.config.name_or_path)
         self.tokenizer.save_pretrained(path)

@@ -1,8 +1,15 @@
 """Dual encoder: any Hugging Face encoder as query and passage towers (shared or separate).
 
-Embeddings are pooled token states (CLS or mean); with `score: cosine` they are L2-normalized so that
-inner product (what the FAISS index computes) is cosine similarity. Scores are divided by `temperature`
-in training; the index ranks by the raw inner product, which orders passages the same way.
+Embeddings are pooled token states (CLS, mean, last token or position-weighted mean); with `score: cosine`
+they are L2-normalized so that inner product (what the FAISS index computes) is cosine similarity. Scores
+are divided by `temperature` in training; the index ranks by the raw inner product, which orders passages
+the same way. `truncate_dim` keeps the first d dimensions (renormalized for cosine), a Matryoshka prefix.
+
+Every text is prefixed with its tower's `query_prefix` / `passage_prefix` ("query: ", an instruction)
+wherever it is encoded: training, evaluation, mining and scoring all tokenize here. Decoder-only backbones
+(any `AutoModel`: LLaMA, Mistral, Qwen) load with `dtype` and `attn_implementation`; `pooling: last` makes
+the tokenizer append EOS (dr.models.decoder). `lora` trains low-rank adapters instead of the weights
+(dr.models.lora).
 
 Encoding (`encode_queries`, `encode_passages`, `encode_batches`) runs under inference mode in the
 precision of `precision` (`auto`: bf16 where the hardware has native bf16 matmul, see
@@ -27,10 +34,12 @@ from transformers import AutoModel, AutoTokenizer
 from dr.dist import local_device
 from dr.encoding.cache import cache_key, weights_fingerprint
 from dr.encoding.plan import length_sorted_batches
+from dr.models.decoder import attention_kernel, ensure_eos, ensure_pad_token, weights_dtype
+from dr.models.lora import LoraSettings, add_lora, base_model, trainable_parameters
 from dr.models.packed import packed_hidden_states, supports_packing
-from dr.models.pooling import PoolingMode, pool
+from dr.models.pooling import POOLING_MODES, PoolingMode, pool
 from dr.models.precision import Precision, autocast, resolve_precision
-from dr.models.resolve import resolve_model_path, sentence_transformers_layout
+from dr.models.resolve import resolve_model_path, sentence_transformers_layout, sentence_transformers_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +52,7 @@ class EncoderConfig:
     checkpoint has one (CLS and dot product otherwise)."""
 
     name_or_path: str
-    pooling: Literal["auto", "cls", "mean"] = "auto"
+    pooling: Literal["auto", "cls", "mean", "last", "weighted_mean"] = "auto"
     score: Literal["auto", "dot", "cosine"] = "auto"
     temperature: float = 1.0
     shared: bool = True
@@ -55,13 +64,28 @@ class EncoderConfig:
     device: str = "auto"  # auto: this process's GPU when torch sees one, else cpu (training: Accelerate's)
     precision: str = "auto"  # encoding: auto | fp32 | bf16 | fp16 (auto: bf16 on native-bf16 hardware)
     padding_free: bool = True  # BERT-family towers skip padded tokens outside attention (dr.models.packed)
+    # prepended to every query / passage ("query: ", an instruction), written as the export's "query" /
+    # "passage" prompts; null: the checkpoint's own sentence-transformers prompts of those names, else none
+    query_prefix: str | None = None
+    passage_prefix: str | None = None
+    truncate_dim: int | None = None  # keep the first d dimensions of every embedding (Matryoshka); null: all
+    dtype: str = "float32"  # the weights' dtype: float32 | bfloat16 | float16 (LLMs: bfloat16)
+    attn_implementation: str = "auto"  # auto: flash_attention_2 when installed (CUDA, 16-bit), else sdpa
+    lora: LoraSettings | dict | None = None  # {r, alpha, dropout, target_modules}: train adapters only
 
     def __post_init__(self) -> None:
         resolve_precision(self.precision, "cpu", purpose="check")  # a bad value fails before loading
+        weights_dtype(self.dtype)
+        self.lora = LoraSettings.parse(self.lora)
+        if self.pooling not in ("auto", *POOLING_MODES):
+            raise ValueError(f"model.pooling must be auto or one of {', '.join(POOLING_MODES)}, got {self.pooling!r}")
+        if self.truncate_dim is not None and self.truncate_dim <= 0:
+            raise ValueError(f"model.truncate_dim must be a positive size or null, got {self.truncate_dim}")
 
     def with_weights(self, name_or_path: str) -> EncoderConfig:
-        """The same settings with other weights, one shared tower (a fixed model: a miner's, a teacher's)."""
-        return dataclasses.replace(self, name_or_path=name_or_path, shared=True)
+        """The same settings with other weights, one shared tower, no adapters (a fixed model: a miner's, a
+        teacher's)."""
+        return dataclasses.replace(self, name_or_path=name_or_path, shared=True, lora=None)
 
 
 class DualEncoder(nn.Module):
@@ -79,6 +103,12 @@ class DualEncoder(nn.Module):
         path = resolve_model_path(config.name_or_path)
         towers = _tower_paths(path, config.shared)
         st_pooling, st_normalized = sentence_transformers_layout(towers["query"])
+        prompts = {t: sentence_transformers_prompts(towers[t]) for t in ("query", "passage")}
+        self.prefixes: dict[str, str] = {
+            "query": config.query_prefix if config.query_prefix is not None else prompts["query"].get("query", ""),
+            "passage": (config.passage_prefix if config.passage_prefix is not None
+                        else prompts["passage"].get("passage", "")),
+        }
         self.pooling: PoolingMode = (st_pooling or "cls") if config.pooling == "auto" else config.pooling
         if config.score == "auto":
             self.score_kind = "cosine" if st_normalized else "dot"
@@ -86,14 +116,32 @@ class DualEncoder(nn.Module):
             self.score_kind = config.score
         kw = {"trust_remote_code": config.trust_remote_code}
         self.tokenizer = AutoTokenizer.from_pretrained(towers["query"], **kw)
-        self.query_model = AutoModel.from_pretrained(towers["query"], **kw)
-        self.passage_model = self.query_model if config.shared else AutoModel.from_pretrained(towers["passage"], **kw)
+        ensure_pad_token(self.tokenizer)
+        if self.pooling == "last":
+            ensure_eos(self.tokenizer)
+        dtype = weights_dtype(config.dtype)
+        model_kw = {**kw, "dtype": dtype}
+        kernel = attention_kernel(config.attn_implementation, dtype, config.device)
+        if kernel is not None:
+            model_kw["attn_implementation"] = kernel
+        self.query_model = AutoModel.from_pretrained(towers["query"], **model_kw)
+        self.passage_model = (self.query_model if config.shared
+                              else AutoModel.from_pretrained(towers["passage"], **model_kw))
         for tower in (self.query_model, self.passage_model):
             _freeze_unused_pooler(tower)
+        if config.lora is not None:
+            self.query_model = add_lora(self.query_model, config.lora)
+            self.passage_model = self.query_model if config.shared else add_lora(self.passage_model, config.lora)
+        hidden = int(self.query_model.config.hidden_size)
+        if config.truncate_dim is not None and config.truncate_dim > hidden:
+            raise ValueError(f"model.truncate_dim={config.truncate_dim}, but {config.name_or_path} embeds in "
+                             f"{hidden} dimensions")
         self.to(config.device if config.device != "auto" else local_device())
+        trainable, total = trainable_parameters(self)
         logger.info(
-            "dual encoder %s: %s towers, %s pooling, %s score", config.name_or_path,
-            "shared" if config.shared else "separate", self.pooling, self.score_kind,
+            "dual encoder %s: %s towers, %s pooling, %s score, %d of %d parameters trainable%s",
+            config.name_or_path, "shared" if config.shared else "separate", self.pooling, self.score_kind,
+            trainable, total, f", LoRA r={config.lora.r}" if config.lora is not None else "",
         )
 
     @property
@@ -102,7 +150,8 @@ class DualEncoder(nn.Module):
 
     @property
     def dim(self) -> int:
-        return int(self.query_model.config.hidden_size)
+        """The embeddings' size: `truncate_dim` when set, else the model's hidden size."""
+        return self.config.truncate_dim or int(self.query_model.config.hidden_size)
 
     @property
     def batch_size(self) -> int:
@@ -113,14 +162,33 @@ class DualEncoder(nn.Module):
         return resolve_precision(self.config.precision, self.device.type)
 
     def identity(self, tower: str) -> str:
-        """What a tower's embeddings depend on (weights, pooling, score, length, precision, packing), as a
-        cache key;
+        """What a tower's embeddings depend on (weights, pooling, score, length, precision, packing, prefix,
+        dimensions), as a cache key;
         `tokenizer`: what its token lengths depend on."""
         if tower == "tokenizer":
             return cache_key(self.config.name_or_path, type(self.tokenizer).__name__, str(len(self.tokenizer)),
-                             str(self.config.passage_max_length))
+                             str(self.config.passage_max_length), *self._variant("passage"))
         return cache_key(weights_fingerprint(self.tower(tower)), self.pooling, self.score_kind,  # type: ignore[arg-type]
-                         str(self.max_length(tower)), self.precision.name, f"packed={self.config.padding_free}")
+                         str(self.max_length(tower)), self.precision.name, f"packed={self.config.padding_free}",
+                         *self._variant(tower))  # type: ignore[arg-type]
+
+    def _variant(self, tower: Tower) -> tuple[str, ...]:
+        """Key parts that only settings off their defaults add, so that existing cache entries stay valid."""
+        parts = []
+        if self.prefix(tower):
+            parts.append(f"prefix={self.prefix(tower)!r}")
+        if self.config.truncate_dim is not None:
+            parts.append(f"dim={self.config.truncate_dim}")
+        if self.pooling == "last":
+            parts.append("eos")
+        return tuple(parts)
+
+    def prefix(self, tower: Tower) -> str:
+        return self.prefixes[tower]
+
+    def _texts(self, tower: Tower, texts: Sequence[str]) -> list[str]:
+        prefix = self.prefix(tower)
+        return [prefix + t for t in texts] if prefix else list(texts)
 
     def tower(self, tower: Tower) -> nn.Module:
         return self.query_model if tower == "query" else self.passage_model
@@ -129,9 +197,10 @@ class DualEncoder(nn.Module):
         return self.config.query_max_length if tower == "query" else self.config.passage_max_length
 
     def tokenize(self, tower: Tower, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Padded tensors for `texts`, truncated to the tower's max length, on the model's device."""
+        """Padded tensors for `texts` (with the tower's prefix), truncated to the tower's max length, on the
+        model's device."""
         batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length(tower), return_tensors="pt"
+            self._texts(tower, texts), padding=True, truncation=True, max_length=self.max_length(tower), return_tensors="pt"
         )
         return {k: v.to(self.device) for k, v in batch.items()}
 
@@ -141,14 +210,17 @@ class DualEncoder(nn.Module):
         tokens only (same values up to float rounding, fewer FLOPs). Training on CPU it takes that path for
         an unpadded batch too, for its attention dropout (`dr.models.packed.attend`)."""
         model = self.tower(tower)
+        core = base_model(model)  # under LoRA, the transformers model whose layers carry the adapters
         padded = not bool(batch["attention_mask"].all())
         cpu_training = model.training and batch["input_ids"].device.type == "cpu"
-        if self.config.padding_free and (padded or cpu_training) and supports_packing(model):
-            hidden = packed_hidden_states(model, batch["input_ids"], batch["attention_mask"],
+        if self.config.padding_free and (padded or cpu_training) and supports_packing(core):
+            hidden = packed_hidden_states(core, batch["input_ids"], batch["attention_mask"],
                                           batch.get("token_type_ids"))  # (B, L, H), zeros at padding
         else:
             hidden = model(**batch).last_hidden_state  # (B, L, H)
         emb = pool(hidden, batch["attention_mask"], self.pooling)
+        if self.config.truncate_dim is not None:
+            emb = emb[:, : self.config.truncate_dim]
         return F.normalize(emb, p=2, dim=-1) if self.score_kind == "cosine" else emb
 
     def score(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -172,7 +244,7 @@ class DualEncoder(nn.Module):
         """(N,) token counts of `texts` after truncation to the tower's max length."""
         if not len(texts):
             return np.empty(0, np.int64)
-        lengths = self.tokenizer(list(texts), truncation=True, max_length=self.max_length(tower),
+        lengths = self.tokenizer(self._texts(tower, texts), truncation=True, max_length=self.max_length(tower),
                                  return_length=True, return_attention_mask=False)["length"]
         return np.asarray(lengths, np.int64)
 

@@ -4,10 +4,16 @@ Layout (shared towers): the Hugging Face model and tokenizer (safetensors) plus 
 modules.json, sentence_bert_config.json, 1_Pooling/ and, for cosine scoring, a Normalize module.
 Separate towers: the same layout under `query/` and `passage/`. sentence-transformers keeps one
 max_seq_length per model, so each tower's directory records its own max length.
+The towers' prefixes become sentence-transformers prompts named "query" and "passage", so
+`SentenceTransformer(export).encode(texts, prompt_name="query")` embeds as dr does. A LoRA tower is written
+merged (base + adapter, a plain model) with the adapter alone under `adapter/`. `model.truncate_dim` is
+recorded in dr_encoder.json; sentence-transformers takes it as `SentenceTransformer(export, truncate_dim=d)`
+(it cuts after its Normalize module: the same ranking for cosine, vectors no longer of unit length).
 The directory is written beside the target and renamed into place, so a crash never leaves half an export.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,6 +24,7 @@ from pathlib import Path
 
 from dr.models.cross_encoder import CrossEncoder
 from dr.models.dual_encoder import DualEncoder, Tower
+from dr.models.lora import is_lora, merged, save_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +84,10 @@ def write_dir_atomically(out_dir: str | Path, write: Callable[[Path], None]) -> 
 
 def _write_tower(encoder: DualEncoder, tower: Tower, path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    encoder.tower(tower).save_pretrained(path, safe_serialization=True)
+    model = encoder.tower(tower)
+    merged(model).save_pretrained(path, safe_serialization=True)
+    if is_lora(model):
+        save_adapter(model, path / "adapter", encoder.config.name_or_path)
     encoder.tokenizer.save_pretrained(path)
     cosine = encoder.score_kind == "cosine"
     modules = [
@@ -94,16 +104,19 @@ def _write_tower(encoder: DualEncoder, tower: Tower, path: Path) -> None:
     _dump(
         path / "1_Pooling" / "config.json",
         {
-            "word_embedding_dimension": encoder.dim,
+            "word_embedding_dimension": int(model.config.hidden_size),
             "pooling_mode_cls_token": encoder.pooling == "cls",
             "pooling_mode_mean_tokens": encoder.pooling == "mean",
             "pooling_mode_max_tokens": False,
             "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_weightedmean_tokens": encoder.pooling == "weighted_mean",
+            "pooling_mode_lasttoken": encoder.pooling == "last",
         },
     )
+    prompts = {t: encoder.prefix(t) for t in ("query", "passage") if encoder.prefix(t)}
     _dump(
         path / "config_sentence_transformers.json",
-        {"similarity_fn_name": "cosine" if cosine else "dot", "prompts": {}, "default_prompt_name": None},
+        {"similarity_fn_name": "cosine" if cosine else "dot", "prompts": prompts, "default_prompt_name": None},
     )
     _dump(
         path / "dr_encoder.json",
@@ -113,6 +126,10 @@ def _write_tower(encoder: DualEncoder, tower: Tower, path: Path) -> None:
             "temperature": encoder.config.temperature,
             "query_max_length": encoder.config.query_max_length,
             "passage_max_length": encoder.config.passage_max_length,
+            "query_prefix": encoder.prefix("query"),
+            "passage_prefix": encoder.prefix("passage"),
+            "truncate_dim": encoder.config.truncate_dim,
+            "lora": dataclasses.asdict(encoder.config.lora) if encoder.config.lora is not None else None,
         },
     )
 

@@ -9,7 +9,7 @@ flash-attention kernel, so "unpad everything except attention" is where the gain
 the FLOPs of all-MiniLM-L6-v2 at length 256); this is the layout of MosaicBERT / `bert_padding.unpad_input`.
 
 The token-wise sub-modules are the Hugging Face model's own (same weights, activation, LayerNorm eps,
-dropout modules), so results equal `model(...).last_hidden_state` at real tokens up to float rounding.
+dropout modules; LoRA layers that peft put in their place are called as modules), so results equal `model(...).last_hidden_state` at real tokens up to float rounding.
 transformers 5.24 has no CPU equivalent: `position_ids` packing is only honoured by the causal mask and
 flash-attention-2 varlen (CUDA), and a block-diagonal 4D mask over one (1, T) row makes attention O(T^2).
 """
@@ -151,8 +151,11 @@ def _layer(family: _Family, layer: nn.Module, heads: int, hidden: torch.Tensor, 
     batch, length = key_mask.shape[0], key_mask.shape[-1]
     attention = family.attention(layer)
     linears = [getattr(attention, name) for name in family.qkv_names]
-    # One GEMM for Q, K and V instead of three; concatenating (3H, H) weights is cheap next to (T, H) x (H, 3H).
-    qkv = F.linear(hidden, torch.cat([lin.weight for lin in linears]), torch.cat([lin.bias for lin in linears]))
+    if all(type(lin) is nn.Linear for lin in linears):
+        # One GEMM for Q, K and V instead of three; concatenating (3H, H) weights is cheap next to (T, H) x (H, 3H).
+        qkv = F.linear(hidden, torch.cat([lin.weight for lin in linears]), torch.cat([lin.bias for lin in linears]))
+    else:  # adapter layers (LoRA) compute more than their weight: call each module
+        qkv = torch.cat([lin(hidden) for lin in linears], dim=-1)
     size = hidden.shape[-1]
     grid = qkv.new_zeros(batch * length, 3 * size).index_copy(0, indices, qkv)  # padded only for attention
     q, k, v = grid.view(batch, length, 3, heads, size // heads).permute(2, 0, 3, 1, 4)  # (B, heads, L, d) each

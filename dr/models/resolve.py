@@ -80,6 +80,9 @@ def _read_json(path_or_id: str, filename: str) -> dict | list | None:
         return None
 
 
+_ST_POOLING = {"mean": "mean", "cls": "cls", "lasttoken": "last", "weightedmean": "weighted_mean"}
+
+
 def sentence_transformers_layout(path_or_id: str) -> tuple[str | None, bool | None]:
     """(pooling, normalized) declared by a sentence-transformers layout; (None, None) if there is none."""
     modules = _read_json(path_or_id, "modules.json")
@@ -89,9 +92,25 @@ def sentence_transformers_layout(path_or_id: str) -> tuple[str | None, bool | No
     for m in modules:
         if m.get("type", "").endswith("Pooling"):
             cfg = _read_json(path_or_id, f"{m.get('path', '')}/config.json") or {}
-            if cfg.get("pooling_mode_mean_tokens"):
+            mode = cfg.get("pooling_mode")  # sentence-transformers >= 5: one name (or a list of them)
+            mode = mode[0] if isinstance(mode, list) and len(mode) == 1 else mode
+            if isinstance(mode, str) and mode in _ST_POOLING:
+                pooling = _ST_POOLING[mode]
+            elif cfg.get("pooling_mode_mean_tokens"):
                 pooling = "mean"
             elif cfg.get("pooling_mode_cls_token"):
                 pooling = "cls"
+            elif cfg.get("pooling_mode_lasttoken"):
+                pooling = "last"
+            elif cfg.get("pooling_mode_weightedmean_tokens"):
+                pooling = "weighted_mean"
     normalized = any(m.get("type", "").endswith("Normalize") for m in modules)
     return pooling, normalized
+
+
+def sentence_transformers_prompts(path_or_id: str) -> dict[str, str]:
+    """The prompts a sentence-transformers checkpoint declares (config_sentence_transformers.json), e.g.
+    {"query": "query: ", "passage": "passage: "}; {} when none."""
+    config = _read_json(path_or_id, "config_sentence_transformers.json")
+    prompts = config.get("prompts") if isinstance(config, dict) else None
+    return {str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, dict) else {}
