@@ -131,6 +131,13 @@ REGISTRY: tuple[Experiment, ...] = (
     Experiment("curriculum", "curriculum: BM25 negative ranks 50-99 moving to 0-9", (_train("curriculum"),)),
     Experiment("xbm_ngame", "xbm + ngame: negative-aware batches with a cross-batch memory",
                (_train("xbm_ngame"),)),
+    Experiment("matryoshka", "matryoshka: bm25_negatives with the loss also on 256/128/64 dims, at 384",
+               (_train("matryoshka"),)),
+    *(Experiment(f"{name}_{dim}", f"{label} truncated to {dim} dims",
+                 (_evaluate(f"model.name_or_path={{run:{name}}}/export", f"model.truncate_dim={dim}",
+                            "eval_sets=[scifact-test]", sets=("scifact-test",)),), after=(name,))
+      for name, label in (("matryoshka", "matryoshka"), ("bm25_negatives", "bm25_negatives")) for dim in (256, 128, 64)),
+    Experiment("lora", "lora: bm25_negatives training LoRA adapters (r 16) instead of all weights", (_train("lora"),)),
     Experiment("ar2", "ar2 retriever (from bm25_negatives)",
                (_train("ar2", "model.name_or_path={run:bm25_negatives}/export"),), after=("bm25_negatives",)),
     Experiment("ar2_ranker", "ar2 ranker reranking the ar2 retriever's top 100",
