@@ -181,3 +181,38 @@ def test_bad_settings_fail_before_loading():
         EncoderConfig("x", lora={"rank": 8})
     with pytest.raises(ValueError, match="r > 0"):
         EncoderConfig("x", lora={"r": 0})
+
+
+def test_gradient_checkpointing_under_lora_gives_the_same_adapter_gradients(tiny_llama_dir):
+    pytest.importorskip("peft")
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)  # LoRA's A starts random
+        enc = llama(tiny_llama_dir, lora={"r": 4, "alpha": 8})
+        perturb_adapters(enc)
+        if checkpointing:
+            enc.gradient_checkpointing_enable()
+        enc.train()  # LLaMA's attention dropout is 0 and the adapters' is 0 here: train mode is deterministic
+        q = enc.embed("query", enc.tokenize("query", list(QUERIES.values())))
+        p = enc.embed("passage", enc.tokenize("passage", TEXTS[:4]))
+        torch.nn.functional.cross_entropy(q @ p.T / 0.05, torch.arange(4)).backward()
+        grads.append({n: t.grad.clone() for n, t in enc.named_parameters() if t.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
+
+
+def test_bf16_weights_and_the_attention_kernel_setting(tiny_llama_dir):
+    from dr.models.decoder import attention_kernel
+
+    assert attention_kernel("auto", torch.bfloat16, "cpu") is None  # transformers' default (sdpa) off CUDA
+    assert attention_kernel("eager", torch.float32, "cpu") == "eager"
+    fp32 = llama(tiny_llama_dir)
+    bf16 = llama(tiny_llama_dir, dtype="bfloat16", precision="bf16")
+    eager = llama(tiny_llama_dir, attn_implementation="eager")
+    assert next(bf16.query_model.parameters()).dtype == torch.bfloat16
+    assert eager.query_model.config._attn_implementation == "eager"
+    want = fp32.encode_passages(TEXTS)
+    np.testing.assert_allclose(eager.encode_passages(TEXTS), want, atol=1e-5)
+    got = bf16.encode_passages(TEXTS)
+    assert got.dtype == np.float32 and np.abs(got - want).max() < 0.05  # bf16 rounding, same model
