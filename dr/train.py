@@ -28,6 +28,7 @@ from dr.eval.dev import dev_set
 from dr.eval.evaluator import Evaluator
 from dr.models.precision import resolve_precision
 from dr.objectives.base import ConfigError, ObjectiveConfig, Parts
+from dr.objectives.fusion_teacher import pair_teacher
 from dr.runtime import configure_allocator
 from dr.trainer.build import build_miner, export_callback, seed_everything, write_summary
 from dr.trainer.callbacks import CheckpointCallback, EvalCallback, LogCallback, MinerCallback
@@ -91,7 +92,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> Trainer:
     if resume_from is not None:
         state, negatives = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler,
                                            accelerator.process_index)
-    miner, mining_encoder = build_miner(cfg, encoder_cfg, accelerator.device)
+    miner, mining_encoder = build_miner(cfg, encoder_cfg, accelerator.device, pair_teacher)
     if miner is None and negatives is None and cfg.get("negatives") is not None:
         negatives = instantiate(cfg.negatives, _convert_="all").negatives(train_set, train_qids)
     schedule = objective.schedule(parts, negatives, tcfg.batch_size * accelerator.num_processes, miner is not None)

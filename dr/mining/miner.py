@@ -25,14 +25,16 @@ from dr.dist import all_gather_object, world
 from dr.encoding.cache import EmbeddingCache, ShardEmbeddings
 from dr.encoding.sharded import EncodeStats, encode_corpus, encode_texts, search
 from dr.index import IndexConfig
+from dr.mining.filters import denoise_weights, filter_candidates
 from dr.mining.select import select_negatives
 from dr.models.dual_encoder import DualEncoder
 from dr.types import Run
 
 logger = logging.getLogger(__name__)
 
-# (query text, passage texts) -> relevance scores of a cross-encoder; used by the false-negative filter.
-RankerFn = Callable[[str, Sequence[str]], Sequence[float]]
+# (training set, query id, passage ids) -> a teacher's relevance scores of those pairs (a cross-encoder's
+# logits, or the fusion teacher's fused scores); used by the false-negative filters and denoising.
+TeacherFn = Callable[[RetrievalSet, str, Sequence[str]], Sequence[float]]
 
 
 @dataclass
@@ -44,9 +46,14 @@ class MinerConfig:
     `window`: ranks kept, 0-based after positives are removed (ANCE samples from the top 200).
     `per_query`: candidates kept per query; the batch sampler draws `trainer.negatives_per_query` of
     them. `sampling`: `uniform` draws `per_query` in the window, `top` keeps the best ones.
-    False-negative filter (applied before the window): drop a candidate whose score is above
-    `fn_fraction` times the query's best positive score (for positive scores), within `fn_margin` of it,
-    or whose cross-encoder score is above `fn_ranker_threshold` (needs a ranker).
+    False-negative control (dr.mining.filters; applied before the window), each refresh's counts per
+    filter in refresh.jsonl: drop a candidate whose score is above `fn_fraction` times the query's best
+    positive score (for positive scores) or within `fn_margin` of it; `fn_teacher` (`ranker`: the
+    cross-encoder of `ranker=`; `fusion`: BM25 + the starting model, z-scores) judges each query's top
+    `fn_teacher_depth` candidates and its positives, and drops those it scores above `fn_teacher_threshold`
+    or (`fn_teacher_above_positive`) above the best positive; `denoise` keeps them and samples each with
+    weight 1 - sigmoid((teacher(c) - teacher(positive)) / `denoise_temperature`) instead.
+    `fn_ranker_threshold`: the older spelling of fn_teacher=ranker with fn_teacher_threshold.
     `passage_max_length`: encode the corpus at this length (null: the model's); `model`: a fixed
     checkpoint to mine with (STAR's warm-up model) instead of the model being trained.
     """
@@ -59,6 +66,12 @@ class MinerConfig:
     fn_fraction: float | None = None
     fn_margin: float | None = None
     fn_ranker_threshold: float | None = None
+    fn_teacher: Literal["ranker", "fusion"] | None = None
+    fn_teacher_depth: int = 30
+    fn_teacher_threshold: float | None = None
+    fn_teacher_above_positive: bool = False
+    denoise: bool = False
+    denoise_temperature: float = 1.0
     passage_max_length: int | None = None
     model: str | None = None
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -83,6 +96,27 @@ class MinerConfig:
             raise ValueError(f"miner.fn_fraction must be > 0, got {self.fn_fraction}")
         if self.fn_margin is not None and self.fn_margin < 0:
             raise ValueError(f"miner.fn_margin must be >= 0, got {self.fn_margin}")
+        if self.fn_ranker_threshold is not None:
+            if self.fn_teacher not in (None, "ranker") or self.fn_teacher_threshold is not None:
+                raise ValueError("miner.fn_ranker_threshold is fn_teacher=ranker with fn_teacher_threshold: "
+                                 "set one spelling")
+            self.fn_teacher, self.fn_teacher_threshold = "ranker", self.fn_ranker_threshold
+        if self.fn_teacher not in (None, "ranker", "fusion"):
+            raise ValueError(f"miner.fn_teacher must be null, ranker or fusion, got {self.fn_teacher!r}")
+        uses_teacher = self.fn_teacher_threshold is not None or self.fn_teacher_above_positive or self.denoise
+        if uses_teacher and self.fn_teacher is None:
+            raise ValueError("miner.fn_teacher_threshold, fn_teacher_above_positive and denoise need a teacher: "
+                             "set miner.fn_teacher=ranker (the cross-encoder of ranker=) or fusion")
+        if self.fn_teacher is not None and not uses_teacher:
+            raise ValueError(f"miner.fn_teacher={self.fn_teacher} judges candidates for fn_teacher_threshold, "
+                             "fn_teacher_above_positive or denoise: set one of them")
+        if self.fn_teacher_depth <= 0 or self.denoise_temperature <= 0:
+            raise ValueError("miner.fn_teacher_depth and miner.denoise_temperature must be > 0")
+        if self.denoise and (self.fn_teacher_threshold is not None or self.fn_teacher_above_positive):
+            raise ValueError("miner.denoise re-weights the teacher's suspects instead of dropping them: set denoise "
+                             "or fn_teacher_threshold / fn_teacher_above_positive, not both")
+        if self.denoise and self.sampling != "uniform":
+            raise ValueError("miner.denoise re-weights the sampling of negatives: it needs sampling=uniform")
 
     def due(self, step: int, last_refresh_step: int | None) -> bool:
         """Refresh before `step`? `last_refresh_step` is the step of the negatives in hand (None: none)."""
@@ -122,36 +156,6 @@ def positive_scores(shard: ShardEmbeddings, queries: np.ndarray, positive_rows: 
     return best
 
 
-def filter_false_negatives(
-    run: Run,
-    positive_scores: dict[str, float],
-    fraction: float | None,
-    margin: float | None,
-    ranker_scores: dict[str, dict[str, float]] | None = None,
-    ranker_threshold: float | None = None,
-) -> tuple[Run, int]:
-    """Drop candidates that look like unjudged positives; returns (filtered run, dropped count).
-
-    `fraction`: score > fraction * best positive score; `margin`: score > best positive - margin;
-    `ranker_threshold`: cross-encoder score > threshold. Queries without a positive score keep all."""
-    out: Run = {}
-    dropped = 0
-    for qid, docs in run.items():
-        pos = positive_scores.get(qid, -np.inf)
-        limits = []
-        if fraction is not None and np.isfinite(pos) and pos > 0:  # a fraction of a negative score is above it
-            limits.append(fraction * pos)
-        if margin is not None and np.isfinite(pos):
-            limits.append(pos - margin)
-        cut = min(limits) if limits else np.inf
-        ranked = (ranker_scores or {}).get(qid, {})
-        kept = {d: s for d, s in docs.items()
-                if s <= cut and not (ranker_threshold is not None and ranked.get(d, -np.inf) > ranker_threshold)}
-        dropped += len(docs) - len(kept)
-        out[qid] = kept
-    return out, dropped
-
-
 @dataclass
 class RefreshStats:
     version: int
@@ -166,6 +170,10 @@ class RefreshStats:
     filtered: int
     negatives_per_query: float
     cache_hit: bool
+    candidates: int = 0  # retrieved candidates (positives excluded) before the filters
+    filtered_by: dict[str, int] = field(default_factory=dict)  # dr.mining.filters.FILTERS -> count
+    teacher_pairs: int = 0  # (query, passage) pairs the teacher scored in this refresh (new ones only)
+    denoise_mean_weight: float | None = None  # mean sampling weight of the judged candidates
 
     @property
     def passages_per_s(self) -> float:
@@ -179,13 +187,15 @@ class Miner:
     """Refreshes hard negatives for the training queries; `refresh` is collective under distributed."""
 
     def __init__(self, config: MinerConfig, cache: EmbeddingCache | None = None,
-                 ranker: RankerFn | None = None) -> None:
-        if config.fn_ranker_threshold is not None and ranker is None:
-            raise ValueError("miner.fn_ranker_threshold needs a ranker: a function (query, passages) -> scores, "
-                             "such as a cross-encoder's; dr.train passes one when a ranker is configured")
+                 teacher: TeacherFn | None = None) -> None:
+        if config.fn_teacher is not None and teacher is None:
+            raise ValueError(f"miner.fn_teacher={config.fn_teacher} needs a teacher: a function (training set, "
+                             "query id, passage ids) -> scores; dr.train passes the cross-encoder of ranker= "
+                             "or the fusion teacher")
         self.config = config
         self.cache = cache
-        self.ranker = ranker
+        self.teacher = teacher
+        self._judged: dict[tuple[str, str], float] = {}  # the teacher is fixed: its scores are kept
 
     def search(self, encoder: DualEncoder, train_set: RetrievalSet, qids: Sequence[str], persist: bool = False
                ) -> tuple[Run, dict[str, float], dict]:
@@ -231,29 +241,54 @@ class Miner:
         cfg = self.config
         start = time.perf_counter()
         run, positive_scores, timing = self.search(encoder, train_set, qids, persist)
-        ranker_scores = None
-        if cfg.fn_ranker_threshold is not None:
-            ranker_scores = {}
-            for qid, docs in run.items():
-                ids = list(docs)
-                texts = train_set.corpus.texts(train_set.corpus.rows_of(ids)) if ids else []
-                ranker_scores[qid] = dict(zip(ids, map(float, self.ranker(train_set.queries[qid], texts))))
-        filtered = 0
-        if cfg.fn_fraction is not None or cfg.fn_margin is not None or ranker_scores is not None:
-            run, filtered = filter_false_negatives(run, positive_scores, cfg.fn_fraction, cfg.fn_margin,
-                                                   ranker_scores, cfg.fn_ranker_threshold)
+        qrels = {q: train_set.qrels[q] for q in qids}
+        teacher, teacher_positive, new_pairs = None, None, 0
+        if cfg.fn_teacher is not None:
+            teacher, teacher_positive, new_pairs = self._teacher_scores(run, train_set, qrels)
+        candidates = sum(sum(1 for d in docs if qrels[q].get(d, 0) <= 0) for q, docs in run.items())
+        run, filtered_by = filter_candidates(
+            run, positive_scores, cfg.fn_fraction, cfg.fn_margin, teacher, teacher_positive,
+            cfg.fn_teacher_threshold, cfg.fn_teacher_above_positive)
+        weights, mean_weight = None, None
+        if cfg.denoise:
+            weights = denoise_weights(teacher, teacher_positive, cfg.denoise_temperature)
+            flat = [w for ws in weights.values() for w in ws.values()]
+            mean_weight = float(np.mean(flat)) if flat else None
+        filtered = sum(filtered_by.values())
         rng = np.random.default_rng([cfg.seed, version])
-        negatives = select_negatives(run, {q: train_set.qrels[q] for q in qids}, cfg.window, cfg.per_query,
-                                     rng, cfg.sampling)
+        negatives = select_negatives(run, qrels, cfg.window, cfg.per_query, rng, cfg.sampling, weights)
         stats = RefreshStats(
             version=version, step=step, passages=int(timing["passages"]), encode_s=timing["encode_s"],
             query_s=timing["query_s"], index_s=timing["index_s"], search_s=timing["search_s"],
             total_s=time.perf_counter() - start,
             queries=len(qids), filtered=filtered,
             negatives_per_query=float(np.mean([len(v) for v in negatives.values()])) if negatives else 0.0,
-            cache_hit=bool(timing["cache_hit"]),
+            cache_hit=bool(timing["cache_hit"]), candidates=candidates, filtered_by=filtered_by,
+            teacher_pairs=new_pairs, denoise_mean_weight=mean_weight,
         )
+        by = ", ".join(f"{k} {v}" for k, v in filtered_by.items() if v) or "none"
         logger.info("miner refresh v%d at step %d: encode %.1fs (%d passages) + queries %.1fs, index %.1fs, "
-                    "search %.1fs, %d false negatives dropped, %.1f negatives/query", version, step, stats.encode_s,
-                    stats.passages, stats.query_s, stats.index_s, stats.search_s, filtered, stats.negatives_per_query)
+                    "search %.1fs, %d of %d candidates dropped as false negatives (%s)%s, %.1f negatives/query",
+                    version, step, stats.encode_s, stats.passages, stats.query_s, stats.index_s, stats.search_s,
+                    filtered, candidates, by, "" if mean_weight is None else f", denoise mean weight {mean_weight:.3f}",
+                    stats.negatives_per_query)
         return negatives, stats
+
+    def _teacher_scores(self, run: Run, train_set: RetrievalSet, qrels: dict[str, dict[str, int]]
+                        ) -> tuple[dict[str, dict[str, float]], dict[str, float], int]:
+        """The teacher's scores of each query's top `fn_teacher_depth` candidates (positives excluded) and the
+        best of its positives' scores; pairs judged in an earlier refresh are not scored again."""
+        depth = self.config.fn_teacher_depth
+        judged, best_positive, new = {}, {}, 0
+        for qid in sorted(run):
+            docs = run[qid]
+            positives = sorted(d for d, g in qrels[qid].items() if g > 0)
+            ranked = [d for d, _ in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0])) if qrels[qid].get(d, 0) <= 0]
+            wanted = ranked[:depth] + positives
+            todo = [d for d in wanted if (qid, d) not in self._judged]
+            if todo:
+                self._judged.update(zip(((qid, d) for d in todo), map(float, self.teacher(train_set, qid, todo))))
+                new += len(todo)
+            judged[qid] = {d: self._judged[(qid, d)] for d in ranked[:depth]}
+            best_positive[qid] = max((self._judged[(qid, d)] for d in positives), default=float("nan"))
+        return judged, best_positive, new

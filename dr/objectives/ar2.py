@@ -104,8 +104,9 @@ class AR2Config(ObjectiveConfig):
         """A miner refreshing between AR2 iterations with the retriever being trained, and groups to rank."""
         if cfg.miner.get("model"):
             raise ConfigError("objective=ar2 mines with the retriever it trains: set miner.model=null")
-        if cfg.miner.get("fn_ranker_threshold") is not None:
-            raise ConfigError("objective=ar2 trains its ranker: set miner.fn_ranker_threshold=null")
+        if cfg.miner.get("fn_ranker_threshold") is not None or cfg.miner.get("fn_teacher") == "ranker":
+            raise ConfigError("objective=ar2 trains its ranker: set miner.fn_ranker_threshold=null and "
+                              "miner.fn_teacher to null or fusion")
         self.check_refresh(int(cfg.miner.refresh_every))
         if cfg.trainer.negatives_per_query < 1:
             raise ConfigError("objective=ar2 ranks each positive among retrieved negatives: set "

@@ -146,7 +146,7 @@ class ContrastiveObjective(TextObjective):
 class ContrastiveConfig(ObjectiveConfig):
     """`objective=contrastive` (the default): the loss of `loss=` (cross_entropy when null) over in-batch
     negatives and the hard negatives of `negatives=` (static) or `miner=` (mined by a dense model: ANCE,
-    STAR). `ranker=` is read only as the miner's false-negative filter (`miner.fn_ranker_threshold`).
+    STAR). `ranker=` is read only as the miner's false-negative teacher (`miner.fn_teacher=ranker`).
     `sampler=ngame` / `sampler=curriculum` (dr.data.groups.BatchingConfig): negative-aware batches, a
     curriculum over the negatives' ranks."""
 
@@ -170,13 +170,15 @@ class ContrastiveConfig(ObjectiveConfig):
             instantiate(cfg.loss, _convert_="all")  # a loss name that is not registered fails here
         if cfg.get("negatives") is not None and cfg.get("miner") is not None:
             raise ConfigError("choose one source of hard negatives: negatives=... or miner=..., not both")
-        threshold = cfg.miner.get("fn_ranker_threshold") if cfg.get("miner") is not None else None
-        if cfg.get("ranker") is not None and threshold is None:
-            raise ConfigError("objective=contrastive reads ranker=... only as the miner's false-negative filter "
-                              "(miner.fn_ranker_threshold): set ranker=null, or objective=ranker to train it")
-        if threshold is not None and cfg.get("ranker") is None:
-            raise ConfigError("miner.fn_ranker_threshold drops candidates a cross-encoder scores above it: "
-                              "choose the cross-encoder with ranker=...")
+        miner = cfg.get("miner")
+        judge = miner is not None and (miner.get("fn_ranker_threshold") is not None
+                                       or miner.get("fn_teacher") == "ranker")
+        if cfg.get("ranker") is not None and not judge:
+            raise ConfigError("objective=contrastive reads ranker=... only as the miner's false-negative teacher "
+                              "(miner.fn_teacher=ranker): set ranker=null, or objective=ranker to train it")
+        if judge and cfg.get("ranker") is None:
+            raise ConfigError("miner.fn_teacher=ranker (or fn_ranker_threshold) judges candidates with a "
+                              "cross-encoder: choose the cross-encoder with ranker=...")
 
     def build(self, encoder: DualEncoder, parts: Parts) -> ContrastiveObjective:
         loss = instantiate(parts.cfg.loss, _convert_="all") if parts.cfg.get("loss") is not None else LossConfig()

@@ -146,3 +146,24 @@ class FusionTeacherConfig(DistillConfig):
         if passages is None:
             passages = corpus_matrix(encoder, corpus, cache)
         return encoder.encode_queries(texts, desc="teacher queries") @ passages.T
+
+
+def pair_teacher(encoder_config, cache=None, **settings):
+    """The fusion teacher as a pair scorer for the miner's false-negative filters (`miner.fn_teacher=fusion`):
+    (training set, query id, passage ids) -> fused scores. Its dense source is the starting checkpoint
+    (`encoder_config.name_or_path`, loaded apart from the model in training, so a resumed run's teacher is the
+    same), built at the first call over all of the set's queries and the corpus; `settings` are
+    FusionTeacherConfig's (default: BM25 + dense, equal weights, z-scores over each source's top 100)."""
+    config = FusionTeacherConfig(**settings)
+    built: dict[int, FusionScores] = {}
+
+    def score(train_set: RetrievalSet, qid: str, pids) -> list[float]:
+        key = id(train_set)
+        if key not in built:
+            encoder = DualEncoder(encoder_config.with_weights(encoder_config.name_or_path))
+            encoder.eval().requires_grad_(False)
+            built[key] = config.fused(encoder, train_set, sorted(train_set.queries), cache)
+        fused = built[key]
+        return [float("-inf") if (s := fused.score(qid, p)) is None else s for p in pids]
+
+    return score

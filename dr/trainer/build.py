@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_miner(cfg: DictConfig, encoder_cfg, device) -> tuple[Miner | None, DualEncoder | None]:
+def build_miner(cfg: DictConfig, encoder_cfg, device, fusion_teacher: Callable | None = None
+                ) -> tuple[Miner | None, DualEncoder | None]:
     """The miner (`miner=`) and, when `miner.model` names one, the fixed model it mines with (STAR's warm-up
-    model). With `miner.fn_ranker_threshold`, the cross-encoder of `ranker=` (frozen) vetoes candidates it
-    scores above the threshold."""
+    model). Its false-negative teacher (`miner.fn_teacher`): `ranker`, the cross-encoder of `ranker=`
+    (frozen); `fusion`, what `fusion_teacher(encoder_cfg, cache)` returns (dr.train passes
+    dr.objectives.fusion_teacher.pair_teacher: the trainer's parts do not import the objectives)."""
     if cfg.get("miner") is None:
         return None, None
     miner_cfg = instantiate(cfg.miner, _convert_="all")
@@ -39,11 +42,18 @@ def build_miner(cfg: DictConfig, encoder_cfg, device) -> tuple[Miner | None, Dua
     if miner_cfg.model:  # never trained
         mining_encoder = DualEncoder(encoder_cfg.with_weights(miner_cfg.model))
         mining_encoder.to(device).eval().requires_grad_(False)
-    ranker = None
-    if miner_cfg.fn_ranker_threshold is not None:
+    teacher = None
+    if miner_cfg.fn_teacher == "ranker":
         judge = CrossEncoder(instantiate(cfg.ranker, _convert_="all")).to(device).eval().requires_grad_(False)
-        ranker = lambda query, texts: judge.score([query] * len(texts), texts, desc="false-negative filter")  # noqa: E731
-    return Miner(miner_cfg, cache, ranker), mining_encoder
+
+        def teacher(train_set, qid, pids):
+            texts = train_set.corpus.texts(train_set.corpus.rows_of(list(pids)))
+            return judge.score([train_set.queries[qid]] * len(texts), texts, desc="false-negative filter")
+    elif miner_cfg.fn_teacher == "fusion":
+        if fusion_teacher is None:
+            raise ValueError("miner.fn_teacher=fusion: no fusion teacher was given to build_miner")
+        teacher = fusion_teacher(encoder_cfg, cache)
+    return Miner(miner_cfg, cache, teacher), mining_encoder
 
 
 def export_callback(cfg: DictConfig, out_dir: Path, retriever) -> ExportCallback:

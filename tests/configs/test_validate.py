@@ -55,7 +55,7 @@ def test_the_default_is_contrastive_with_the_cross_entropy_loss():
     (["+experiment=ar2", "negatives=bm25"], "objective=ar2 does not use negatives=..."),
     (["+experiment=tas_balanced", "negatives=bm25"], "objective=distill does not use negatives=..."),
     (["+experiment=cross_encoder", "miner=dynamic"], "objective=ranker does not use miner=..."),
-    (["ranker=minilm"], "reads ranker=... only as the miner's false-negative filter"),
+    (["ranker=minilm"], "reads ranker=... only as the miner's false-negative teacher"),
     # a group the method needs
     (["objective=distill", "teacher=scifact"], "objective=distill needs sampler=...: pairs are drawn"),
     (["objective=distill", "sampler=tas_balanced"], "objective=distill needs teacher=..."),

@@ -14,7 +14,9 @@ import torch.multiprocessing as mp
 from dr.data.sources import beir_set
 from dr.index import IndexConfig
 from dr.index import merge_topk
-from dr.mining.miner import Miner, MinerConfig, filter_false_negatives
+from dr.mining.filters import filter_candidates
+from dr.mining.miner import Miner, MinerConfig
+from dr.mining.select import select_negatives
 from dr.models.dual_encoder import DualEncoder, EncoderConfig
 
 
@@ -91,28 +93,66 @@ def test_merge_topk_across_shards():
     assert rows.tolist() == [[10, 20, 11]] and scores.tolist() == [[5.0, 3.0, 1.0]]
 
 
-def test_false_negative_filter_by_fraction_margin_and_ranker():
+def test_false_negative_filters_by_fraction_margin_and_teacher_count_each_filter():
     run = {"q": {"a": 9.5, "b": 8.0, "c": 2.0}, "r": {"a": 1.0}}
-    out, dropped = filter_false_negatives(run, {"q": 10.0, "r": -math.inf}, fraction=0.9, margin=None)
-    assert out == {"q": {"b": 8.0, "c": 2.0}, "r": {"a": 1.0}} and dropped == 1
-    out, _ = filter_false_negatives(run, {"q": 10.0}, fraction=None, margin=2.5)
-    assert out["q"] == {"c": 2.0}
-    ranker = {"q": {"b": 0.99, "c": 0.1}}
-    out, dropped = filter_false_negatives(run, {}, None, None, ranker, ranker_threshold=0.5)
-    assert out["q"] == {"a": 9.5, "c": 2.0} and dropped == 1
+    out, counts = filter_candidates(run, {"q": 10.0, "r": -math.inf}, fraction=0.9)
+    assert out == {"q": {"b": 8.0, "c": 2.0}, "r": {"a": 1.0}} and counts["positive_fraction"] == 1
+    out, counts = filter_candidates(run, {"q": 10.0}, margin=2.5)
+    assert out["q"] == {"c": 2.0} and counts["positive_margin"] == 2
+    teacher = {"q": {"b": 0.99, "c": 0.1}}
+    out, counts = filter_candidates(run, {}, teacher=teacher, teacher_threshold=0.5)
+    assert out["q"] == {"a": 9.5, "c": 2.0} and counts["teacher_threshold"] == 1
+    out, counts = filter_candidates(run, {}, teacher=teacher, teacher_positive={"q": 0.05},
+                                    teacher_above_positive=True)
+    assert out["q"] == {"a": 9.5} and counts == {"positive_fraction": 0, "positive_margin": 0,
+                                                   "teacher_threshold": 0, "teacher_above_positive": 2}
 
 
-def test_ranker_threshold_in_refresh_and_required(tiny_model_dir, train_data_dir):
+def test_weighted_sampling_never_draws_a_zero_weight_candidate():
+    run = {"q": {f"d{i}": float(-i) for i in range(6)}}
+    weights = {"q": {"d0": 0.0, "d1": 0.0, "d2": 1.0, "d3": 1.0, "d4": 1.0}}  # d5 unlisted: weight 1
+    for seed in range(20):
+        got = select_negatives(run, {}, (0, 6), 3, np.random.default_rng(seed), "uniform", weights)["q"]
+        assert len(got) == 3 and not {"d0", "d1"} & set(got)
+    only = {"q": {d: (1.0 if d == "d4" else 0.0) for d in run["q"]}}
+    assert select_negatives(run, {}, (0, 6), 3, np.random.default_rng(0), "uniform", only)["q"] == ["d4"]
+
+
+def test_teacher_filters_and_denoise_in_refresh(tiny_model_dir, train_data_dir):
     ts, enc = train_set(train_data_dir), encoder(tiny_model_dir)
     qids = sorted(ts.queries)
-    with pytest.raises(ValueError, match="needs a ranker"):
-        Miner(MinerConfig(fn_ranker_threshold=0.5))
+    with pytest.raises(ValueError, match="needs a teacher"):
+        Miner(MinerConfig(fn_teacher="ranker", fn_teacher_threshold=0.5))
+    with pytest.raises(ValueError, match="need a teacher"):
+        MinerConfig(fn_teacher_above_positive=True)
+    with pytest.raises(ValueError, match="not both"):
+        MinerConfig(fn_teacher="fusion", denoise=True, fn_teacher_threshold=1.0)
+    assert MinerConfig(fn_ranker_threshold=0.5).fn_teacher == "ranker"  # the older spelling
     first = Miner(MinerConfig(depth=12, per_query=12, sampling="top")).refresh(enc, ts, qids, 0, 1)[0]
     banned = {first[q][0] for q in qids}
-    fake = lambda query, texts: [1.0 if any(ts.corpus.text(b) == t for b in banned) else 0.0 for t in texts]
-    negs = Miner(MinerConfig(depth=12, per_query=12, sampling="top", fn_ranker_threshold=0.5), ranker=fake
-                 ).refresh(enc, ts, qids, 0, 1)[0]
-    assert all(not banned & set(negs[q]) for q in qids)
+    calls = []
+
+    def fake(train_set, qid, pids):  # a teacher that calls each query's first mined negative a positive
+        calls.append(len(pids))
+        return [0.5 if train_set.qrels[qid].get(p, 0) > 0 else (1.0 if p in banned else 0.0) for p in pids]
+
+    miner = Miner(MinerConfig(depth=12, per_query=12, sampling="top", fn_teacher="ranker",
+                              fn_teacher_above_positive=True, fn_teacher_depth=4), teacher=fake)
+    negs, stats = miner.refresh(enc, ts, qids, 0, 1)
+    assert all(not banned & set(first[q][:4]) & set(negs[q]) for q in qids)  # judged and banned: gone
+    assert any(banned & set(first[q][4:]) & set(negs[q]) for q in qids)  # below the judged depth: kept
+    # the teacher judges each query's top 4 (first[q] is the top 12 in rank order): every banned one there goes
+    assert stats.filtered_by["teacher_above_positive"] == stats.filtered == sum(
+        len(banned & set(first[q][:4])) for q in qids)
+    assert stats.teacher_pairs == sum(calls) > 0
+    _, again = miner.refresh(enc, ts, qids, 5, 2)  # same model, same candidates: nothing scored twice
+    assert again.teacher_pairs == 0 and again.filtered == stats.filtered
+    # denoise: the same suspects are kept but weighted 1 - sigmoid(1 - 0.5) = 0.378, others 1 - sigmoid(-0.5)
+    cfg = MinerConfig(depth=12, per_query=3, sampling="uniform", fn_teacher="ranker", denoise=True,
+                      fn_teacher_depth=4)
+    _, stats = Miner(cfg, teacher=fake).refresh(enc, ts, qids, 0, 1)
+    assert stats.filtered == 0 and 0.37 < stats.denoise_mean_weight < 0.63
+    assert {"candidates", "filtered_by", "teacher_pairs", "denoise_mean_weight"} <= set(stats.as_dict())
 
 
 def _shard_worker(rank: int, world: int, model_dir: str, data_dir: str, rdv: str, out: str) -> None:

@@ -62,3 +62,19 @@ def test_fusion_teacher_scores_every_pair_and_samples_from_candidates(tiny_model
     assert "fusion(1 x bm25, 0.5 x dense; zscore over top 4; scale 0.5)" == teacher.source
     with pytest.raises(ValueError, match="teacher.max_pairs"):
         FusionTeacherConfig(max_pairs=10).teacher_scores(encoder, parts)
+
+
+def test_pair_teacher_scores_pairs_as_the_fused_matrix(tiny_model, train_data_dir):
+    """`miner.fn_teacher=fusion`: the starting checkpoint's fusion over all of the set's queries."""
+    from dr.data.sources import beir_set
+    from dr.models.dual_encoder import DualEncoder, EncoderConfig
+    from dr.objectives.fusion_teacher import pair_teacher
+
+    train = beir_set("train", str(train_data_dir / "scifact"), "train")
+    config = EncoderConfig(str(tiny_model), show_progress=False)
+    score = pair_teacher(config, cache=None, k=4)
+    full = FusionTeacherConfig(k=4).fused(DualEncoder(config), train, sorted(train.queries))
+    qid = sorted(train.queries)[3]
+    pids = [str(p) for p in train.corpus.ids[train.corpus.active_rows]][:5]
+    assert score(train, qid, pids) == pytest.approx([full.score(qid, p) for p in pids], abs=1e-5)
+    assert score(train, qid, ["no-such-passage"]) == [float("-inf")]

@@ -121,5 +121,11 @@ def test_fn_ranker_threshold_reaches_the_miner_from_the_config(tiny_model):
 
     miner, mining_encoder = build_miner(cfg, instantiate(cfg.model, _convert_="all"), torch.device("cpu"))
     assert mining_encoder is None and miner.config.fn_ranker_threshold == 0.5
-    scores = miner.ranker("goldfish ponds", ["goldfish live in ponds", "tomato seeds"])
+    assert (miner.config.fn_teacher, miner.config.fn_teacher_threshold) == ("ranker", 0.5)
+    from types import SimpleNamespace
+
+    texts = {"p1": "goldfish live in ponds", "p2": "tomato seeds"}
+    corpus = SimpleNamespace(rows_of=lambda ids: list(ids), texts=lambda rows: [texts[r] for r in rows])
+    fake_set = SimpleNamespace(corpus=corpus, queries={"q": "goldfish ponds"})
+    scores = miner.teacher(fake_set, "q", ["p1", "p2"])  # the cross-encoder of ranker=
     assert len(scores) == 2 and np.all(np.isfinite(scores))
