@@ -48,3 +48,29 @@ def kl_distill(student: torch.Tensor, teacher: torch.Tensor, temperature: float 
     own temperature."""
     target = F.softmax(teacher / temperature, dim=-1)
     return F.kl_div(F.log_softmax(student, dim=-1), target, reduction="batchmean")
+
+
+def query_distill_loss(student: torch.Tensor, teacher: torch.Tensor, passages: torch.Tensor, temperature: float,
+                       mse_weight: float = 1.0, rank_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                   torch.Tensor]:
+    """Query-tower distillation against a fixed passage index: (total, mse, kl).
+
+    student, teacher: (B, H) query embeddings; passages: (B, k, H) the teacher's top k passages of each
+    query. mse = mean over queries of |student - teacher|^2 (embedding match); kl = KL(softmax(teacher
+    scores / T) || softmax(student scores / T)) over each query's k passages (the ranking the index will
+    produce); total = mse_weight * mse + rank_weight * kl.
+
+    Hand-worked: student [1, 0], teacher [0, 1], passages [[1, 0], [0, 1]], T = 1: mse = 1 + 1 = 2;
+    teacher scores [0, 1] -> p = [0.2689, 0.7311]; student scores [1, 0] -> log q = [-0.3133, -1.3133];
+    kl = sum p (log p - log q) = 0.2689 * (-1.3133 + 0.3133) + 0.7311 * (-0.3133 + 1.3133) = 0.4621.
+
+    >>> total, mse, kl = query_distill_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]),
+    ...                                     torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]), 1.0, 1.0, 0.5)
+    >>> round(float(mse), 4), round(float(kl), 4), round(float(total), 4)
+    (2.0, 0.4621, 2.2311)
+    """
+    mse = (student - teacher).pow(2).sum(-1).mean()
+    s = torch.einsum("bh,bkh->bk", student, passages) / temperature
+    t = torch.einsum("bh,bkh->bk", teacher, passages) / temperature
+    kl = kl_distill(s, t)
+    return mse_weight * mse + rank_weight * kl, mse, kl
