@@ -138,6 +138,20 @@ REGISTRY: tuple[Experiment, ...] = (
                             "eval_sets=[scifact-test]", sets=("scifact-test",)),), after=(name,))
       for name, label in (("matryoshka", "matryoshka"), ("bm25_negatives", "bm25_negatives")) for dim in (256, 128, 64)),
     Experiment("lora", "lora: bm25_negatives training LoRA adapters (r 16) instead of all weights", (_train("lora"),)),
+    *(Experiment(name, label, (_train("ance", *overrides, sets=("scifact-test",)), _dl19_of(name)))
+      for name, label, overrides in (
+          ("ance_fn_positive", "ance, candidates above 0.95 x the positive's score dropped",
+           ("miner.fn_fraction=0.95",)),
+          ("ance_fn_fusion", "ance, candidates the fusion teacher scores above the positive dropped",
+           ("miner.fn_teacher=fusion", "miner.fn_teacher_above_positive=true")),
+          ("ance_denoise", "ance, candidates sampled by the fusion teacher's odds of not beating the positive",
+           ("miner.fn_teacher=fusion", "miner.denoise=true")),
+          ("ance_fn_ranker", "ance, candidates the SciFact cross-encoder scores above the positive dropped",
+           ("ranker=scifact_teacher", "miner.fn_teacher=ranker", "miner.fn_teacher_above_positive=true")))),
+    Experiment("query_distill", "query_distill: a 3-layer query tower distilled from all-MiniLM-L6-v2",
+               (_train("query_distill"),)),
+    Experiment("query_distill_2", "query_distill with a 2-layer query tower",
+               (_train("query_distill", "objective.student_layers=2"),)),
     Experiment("ar2", "ar2 retriever (from bm25_negatives)",
                (_train("ar2", "model.name_or_path={run:bm25_negatives}/export"),), after=("bm25_negatives",)),
     Experiment("ar2_ranker", "ar2 ranker reranking the ar2 retriever's top 100",

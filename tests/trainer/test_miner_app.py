@@ -86,3 +86,24 @@ def test_negative_aware_batches_and_memory_with_a_miner_resume_exactly(tiny_mode
                  train_data_dir, tmp_path / "c2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     np.testing.assert_allclose(losses(resumed), losses(straight)[3:], atol=1e-5, rtol=0)
+
+
+def test_ance_with_the_fusion_teacher_filter_and_denoising_reports_each_filter(tiny_model, train_data_dir,
+                                                                             tmp_path):
+    common = ["+experiment=ance", "trainer.max_steps=2", "miner.refresh_every=1", "miner.depth=20",
+              "miner.window=[0,20]", "miner.per_query=5", "miner.passage_max_length=24", "test_sets=[scifact-test]",
+              "miner.fn_teacher=fusion", "miner.fn_teacher_depth=5"]
+    run = tmp_path / "filter"
+    proc = train([*common, "miner.fn_teacher_above_positive=true", "miner.fn_fraction=0.99",
+                  *base_args(tiny_model, run)], train_data_dir, tmp_path / "c1")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = refreshes(run)
+    assert len(log) == 2 and all(set(r["filtered_by"]) == {"positive_fraction", "positive_margin",
+                                                            "teacher_threshold", "teacher_above_positive"} for r in log)
+    assert all(r["filtered"] == sum(r["filtered_by"].values()) <= r["candidates"] for r in log)
+    assert log[0]["teacher_pairs"] > 0 and log[1]["teacher_pairs"] <= log[0]["teacher_pairs"]
+    assert "candidates dropped as false negatives" in (run / "train.log").read_text()
+    run = tmp_path / "denoise"
+    proc = train([*common, "miner.denoise=true", *base_args(tiny_model, run)], train_data_dir, tmp_path / "c2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert all(r["filtered"] == 0 and 0 < r["denoise_mean_weight"] < 1 for r in refreshes(run))
