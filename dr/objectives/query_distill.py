@@ -9,10 +9,13 @@ training query are computed, and the teacher's top `depth` passages of each. A s
 queries with the student and minimizes `dr.losses.distill.query_distill_loss`: the squared distance to the
 teacher's embedding (mse_weight) plus the KL divergence between the teacher's and the student's score
 distributions over the teacher's top `depth` (rank_weight). No relevance labels are used: any query log
-would do. The export holds the student as `query/` and the teacher's passage tower as `passage/`.
+would do, so `extra_queries` (a `qid<TAB>text` file, e.g. MS MARCO questions) adds `extra_per_step` of its
+queries to every batch, drawn as a pure function of (seed, the batch's query ids), so resume stays exact.
+The export holds the student as `query/` and the teacher's passage tower as `passage/`.
 """
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -21,7 +24,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from dr.data.errors import ReadPolicy
 from dr.data.groups import Group
+from dr.data.msmarco import read_queries_tsv
 from dr.index import IndexConfig, build_index
 from dr.losses.distill import query_distill_loss
 from dr.models.dual_encoder import DualEncoder
@@ -42,13 +47,16 @@ class QueryDistillConfig(ObjectiveConfig):
     mse_weight: float = 1.0
     rank_weight: float = 1.0
     temperature: float | None = None
+    extra_queries: str | None = None
+    extra_per_step: int = 32
     index: IndexConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.index, dict):
             self.index = IndexConfig(**self.index)
         self.index = self.index or IndexConfig()
-        check_positive(self, "student_layers", "depth", "temperature", nullable=("student_layers", "temperature"))
+        check_positive(self, "student_layers", "depth", "temperature", "extra_per_step",
+                       nullable=("student_layers", "temperature"))
         if self.mse_weight < 0 or self.rank_weight < 0 or not (self.mse_weight or self.rank_weight):
             raise ValueError("objective.mse_weight and rank_weight must be >= 0, not both 0")
 
@@ -59,15 +67,20 @@ class QueryDistillConfig(ObjectiveConfig):
         from dr.retrievers.dense import DenseRetriever
 
         corpus, qids = parts.train_set.corpus, list(parts.train_qids)
+        texts = [parts.train_set.queries[q] for q in qids]
+        extra = []
+        if self.extra_queries:  # `qid<TAB>text` rows; a bad row raises naming file and line
+            extra = list(read_queries_tsv(self.extra_queries, ReadPolicy(strict=True)).values())
         passages = DenseRetriever(encoder, cache=parts.cache).corpus_matrix(corpus)  # the teacher's, frozen
-        teacher = encoder.encode_queries([parts.train_set.queries[q] for q in qids], desc="teacher queries")
+        teacher = encoder.encode_queries(texts + extra, desc="teacher queries")
         depth = min(self.depth, len(passages))  # an exact index then fills every row
         top = build_index(np.asarray(passages, np.float32), self.index).search(teacher, depth)[1]
         if self.student_layers is not None:
             keep_first_layers(encoder.query_model, self.student_layers)
         temperature = self.temperature or encoder.config.temperature
         return QueryDistillObjective(encoder, passages, dict(zip(qids, range(len(qids)))), teacher, top,
-                                     temperature, self.mse_weight, self.rank_weight)
+                                     temperature, self.mse_weight, self.rank_weight, extra,
+                                     self.extra_per_step, parts.trainer.seed)
 
 
 class QueryDistillObjective(Objective):
@@ -77,7 +90,9 @@ class QueryDistillObjective(Objective):
     needs: ClassVar[frozenset[str]] = frozenset({"passage_embeddings"})
 
     def __init__(self, encoder: DualEncoder, passages: np.ndarray, row_of: dict[str, int], teacher: np.ndarray,
-                 top: np.ndarray, temperature: float, mse_weight: float, rank_weight: float) -> None:
+                 top: np.ndarray, temperature: float, mse_weight: float, rank_weight: float,
+                 extra: Sequence[str] = (), extra_per_step: int = 0, seed: int = 0) -> None:
+        """`teacher` and `top` hold the training queries' rows (`row_of`) followed by the `extra` queries'."""
         super().__init__()
         if encoder.passage_model is encoder.query_model:
             raise ValueError("the query tower trains alone here (the passages are the teacher's): set "
@@ -90,9 +105,19 @@ class QueryDistillObjective(Objective):
         self.top = torch.from_numpy(np.asarray(top, np.int64))  # (Q, depth), -1 padded
         self.row_of = row_of
         self.temperature, self.mse_weight, self.rank_weight = temperature, mse_weight, rank_weight
+        self.extra, self.extra_per_step, self.seed = list(extra), extra_per_step, seed
+        self.extra_start = len(row_of)
 
     def batch(self, groups: Sequence[Group]) -> dict:
-        return {"queries": [g.query for g in groups], "rows": [self.row_of[g.qid] for g in groups]}
+        queries, rows = [g.query for g in groups], [self.row_of[g.qid] for g in groups]
+        if self.extra:
+            key = zlib.crc32("\t".join(g.qid for g in groups).encode())
+            rng = np.random.default_rng([self.seed, key, 2])
+            take = sorted(rng.choice(len(self.extra), size=min(self.extra_per_step, len(self.extra)),
+                                     replace=False).tolist())
+            queries += [self.extra[i] for i in take]
+            rows += [self.extra_start + i for i in take]
+        return {"queries": queries, "rows": rows}
 
     def forward(self, queries: Sequence[str], rows: Sequence[int]) -> tuple[torch.Tensor, dict]:
         q = self.encoder.embed("query", self.encoder.tokenize("query", queries))  # (B, H) the student's

@@ -29,7 +29,10 @@ def test_query_distill_run_cuts_the_query_tower_and_exports_student_and_teacher(
     from test_train_app import train
 
     run = tmp_path / "run"
+    extra = tmp_path / "log.tsv"
+    extra.write_text("".join(f"x{i}\tunlabeled question {i} about fish\n" for i in range(5)))
     proc = train(["+experiment=query_distill", "objective.student_layers=1", "trainer.max_steps=3",
+                  f"objective.extra_queries={extra}", "objective.extra_per_step=2",
                   "trainer.eval_every=0", f"model.name_or_path={tiny_model}", "model.show_progress=false",
                   "model.pooling=mean", "model.passage_max_length=32", "trainer.batch_size=4",
                   "trainer.dev_queries=4", "trainer.tensorboard=false", f"hydra.run.dir={run}"],
@@ -49,3 +52,18 @@ def test_query_distill_run_cuts_the_query_tower_and_exports_student_and_teacher(
     st = SentenceTransformer(str(run / "export" / "query"), device="cpu")
     assert st.encode(["goldfish ponds"]).shape == (1, 32)
     assert "scifact-test" in json.loads((run / "metrics.json").read_text())
+
+
+def test_extra_queries_are_drawn_per_batch_as_a_pure_function(tiny_model):
+    from dr.data.groups import Group
+    from dr.models.dual_encoder import DualEncoder, EncoderConfig
+    from dr.objectives.query_distill import QueryDistillObjective
+
+    enc = DualEncoder(EncoderConfig(str(tiny_model), shared=False, show_progress=False))
+    teacher, passages = np.zeros((2 + 4, 32), np.float32), np.zeros((3, 32), np.float32)
+    obj = QueryDistillObjective(enc, passages, {"a": 0, "b": 1}, teacher, np.zeros((6, 3), np.int64), 0.05, 1.0,
+                                1.0, extra=["e0", "e1", "e2", "e3"], extra_per_step=2, seed=7)
+    groups = [Group("a", "query a", ()), Group("b", "query b", ())]
+    first, again = obj.batch(groups), obj.batch(groups)
+    assert first == again and first["queries"][:2] == ["query a", "query b"] and len(first["rows"]) == 4
+    assert all(obj.extra[r - 2] == q for q, r in zip(first["queries"][2:], first["rows"][2:]))
