@@ -72,11 +72,17 @@ class EncoderConfig:
     dtype: str = "float32"  # the weights' dtype: float32 | bfloat16 | float16 (LLMs: bfloat16)
     attn_implementation: str = "auto"  # auto: flash_attention_2 when installed (CUDA, 16-bit), else sdpa
     lora: LoraSettings | dict | None = None  # {r, alpha, dropout, target_modules}: train adapters only
+    lora_towers: list[str] = dataclasses.field(default_factory=lambda: ["query", "passage"])  # separate towers
 
     def __post_init__(self) -> None:
         resolve_precision(self.precision, "cpu", purpose="check")  # a bad value fails before loading
         weights_dtype(self.dtype)
         self.lora = LoraSettings.parse(self.lora)
+        self.lora_towers = list(self.lora_towers)
+        if not self.lora_towers or set(self.lora_towers) - {"query", "passage"}:
+            raise ValueError(f"model.lora_towers must list query and/or passage, got {self.lora_towers}")
+        if self.shared and set(self.lora_towers) != {"query", "passage"} and self.lora is not None:
+            raise ValueError("model.lora_towers picks one of two separate towers: set model.shared=false")
         if self.pooling not in ("auto", *POOLING_MODES):
             raise ValueError(f"model.pooling must be auto or one of {', '.join(POOLING_MODES)}, got {self.pooling!r}")
         if self.truncate_dim is not None and self.truncate_dim <= 0:
@@ -129,9 +135,14 @@ class DualEncoder(nn.Module):
                               else AutoModel.from_pretrained(towers["passage"], **model_kw))
         for tower in (self.query_model, self.passage_model):
             _freeze_unused_pooler(tower)
-        if config.lora is not None:
-            self.query_model = add_lora(self.query_model, config.lora)
-            self.passage_model = self.query_model if config.shared else add_lora(self.passage_model, config.lora)
+        if config.lora is not None:  # separate towers: only those in lora_towers (a frozen tower needs none)
+            if config.shared:
+                self.query_model = self.passage_model = add_lora(self.query_model, config.lora)
+            else:
+                if "query" in config.lora_towers:
+                    self.query_model = add_lora(self.query_model, config.lora)
+                if "passage" in config.lora_towers:
+                    self.passage_model = add_lora(self.passage_model, config.lora)
         hidden = int(self.query_model.config.hidden_size)
         if config.truncate_dim is not None and config.truncate_dim > hidden:
             raise ValueError(f"model.truncate_dim={config.truncate_dim}, but {config.name_or_path} embeds in "

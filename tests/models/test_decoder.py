@@ -216,3 +216,17 @@ def test_bf16_weights_and_the_attention_kernel_setting(tiny_llama_dir):
     np.testing.assert_allclose(eager.encode_passages(TEXTS), want, atol=1e-5)
     got = bf16.encode_passages(TEXTS)
     assert got.dtype == np.float32 and np.abs(got - want).max() < 0.05  # bf16 rounding, same model
+
+
+def test_lora_on_one_of_two_towers_leaves_the_other_plain(tiny_model):
+    pytest.importorskip("peft")
+    plain = DualEncoder(EncoderConfig(str(tiny_model), shared=False, show_progress=False))
+    enc = DualEncoder(EncoderConfig(str(tiny_model), shared=False, show_progress=False, lora={"r": 2, "alpha": 4},
+                                    lora_towers=["query"]))
+    assert any("lora_" in n for n, _ in enc.query_model.named_parameters())
+    assert not any("lora_" in n for n, _ in enc.passage_model.named_parameters())
+    assert enc.identity("passage") == plain.identity("passage")  # its cached corpus embeddings stay valid
+    with pytest.raises(ValueError, match="model.shared=false"):
+        EncoderConfig("x", lora={"r": 2}, lora_towers=["query"])
+    with pytest.raises(ValueError, match="lora_towers"):
+        EncoderConfig("x", shared=False, lora_towers=["queries"])
