@@ -130,9 +130,10 @@ class DualEncoder(nn.Module):
         kernel = attention_kernel(config.attn_implementation, dtype, config.device)
         if kernel is not None:
             model_kw["attn_implementation"] = kernel
-        self.query_model = AutoModel.from_pretrained(towers["query"], **model_kw)
+        auto_kernel = config.attn_implementation == "auto"
+        self.query_model = _load_model(towers["query"], model_kw, auto_kernel)
         self.passage_model = (self.query_model if config.shared
-                              else AutoModel.from_pretrained(towers["passage"], **model_kw))
+                              else _load_model(towers["passage"], model_kw, auto_kernel))
         for tower in (self.query_model, self.passage_model):
             _freeze_unused_pooler(tower)
         if config.lora is not None:  # separate towers: only those in lora_towers (a frozen tower needs none)
@@ -284,6 +285,18 @@ class DualEncoder(nn.Module):
                 bar.update(len(idx))
         self.train(was_training)
         return out
+
+
+def _load_model(path: str, kw: dict, auto_kernel: bool) -> nn.Module:
+    """`AutoModel.from_pretrained(path, **kw)`; when `auto` chose flash_attention_2 and the architecture
+    does not take it, transformers' default kernel instead (a kernel the user named fails as it is)."""
+    try:
+        return AutoModel.from_pretrained(path, **kw)
+    except (ValueError, ImportError) as e:
+        if not (auto_kernel and kw.get("attn_implementation") == "flash_attention_2"):
+            raise
+        logger.warning("flash_attention_2 is not available for %s (%s); using the default attention", path, e)
+        return AutoModel.from_pretrained(path, **{k: v for k, v in kw.items() if k != "attn_implementation"})
 
 
 def _freeze_unused_pooler(model: nn.Module) -> None:

@@ -230,3 +230,20 @@ def test_lora_on_one_of_two_towers_leaves_the_other_plain(tiny_model):
         EncoderConfig("x", lora={"r": 2}, lora_towers=["query"])
     with pytest.raises(ValueError, match="lora_towers"):
         EncoderConfig("x", shared=False, lora_towers=["queries"])
+
+
+def test_auto_kernel_falls_back_when_the_architecture_refuses_flash_attention(tiny_model, monkeypatch):
+    import dr.models.dual_encoder as de
+
+    real = de.AutoModel.from_pretrained
+
+    def picky(path, **kw):
+        if kw.get("attn_implementation") == "flash_attention_2":
+            raise ValueError("does not support Flash Attention 2.0")
+        return real(path, **kw)
+
+    monkeypatch.setattr(de.AutoModel, "from_pretrained", picky)
+    model = de._load_model(str(tiny_model), {"attn_implementation": "flash_attention_2"}, auto_kernel=True)
+    assert model.config.hidden_size == 32
+    with pytest.raises(ValueError, match="Flash Attention"):  # a kernel the user named is not replaced
+        de._load_model(str(tiny_model), {"attn_implementation": "flash_attention_2"}, auto_kernel=False)
