@@ -245,7 +245,10 @@ class Miner:
         teacher, teacher_positive, new_pairs = None, None, 0
         if cfg.fn_teacher is not None:
             teacher, teacher_positive, new_pairs = self._teacher_scores(run, train_set, qrels)
-        candidates = sum(sum(1 for d in docs if qrels[q].get(d, 0) <= 0) for q, docs in run.items())
+        # the judged positives leave first (select_negatives would drop them anyway), so the filters count
+        # only candidates that could have become negatives
+        run = {q: {d: s for d, s in docs.items() if qrels[q].get(d, 0) <= 0} for q, docs in run.items()}
+        candidates = sum(len(docs) for docs in run.values())
         run, filtered_by = filter_candidates(
             run, positive_scores, cfg.fn_fraction, cfg.fn_margin, teacher, teacher_positive,
             cfg.fn_teacher_threshold, cfg.fn_teacher_above_positive)

@@ -153,6 +153,12 @@ def test_teacher_filters_and_denoise_in_refresh(tiny_model_dir, train_data_dir):
     _, stats = Miner(cfg, teacher=fake).refresh(enc, ts, qids, 0, 1)
     assert stats.filtered == 0 and 0.37 < stats.denoise_mean_weight < 0.63
     assert {"candidates", "filtered_by", "teacher_pairs", "denoise_mean_weight"} <= set(stats.as_dict())
+    # the positive-aware filter counts candidates only: the positive itself (score = the best positive's,
+    # above any fraction < 1 of it) is not among them
+    _, stats = Miner(MinerConfig(depth=12, per_query=12, sampling="top", fn_fraction=0.999)).refresh(enc, ts, qids, 0, 1)
+    retrieved_positives = sum(1 for q in qids for d in ts.qrels[q] if ts.qrels[q][d] > 0)
+    assert stats.candidates == 12 * len(qids) - retrieved_positives  # 12 = the whole tiny corpus
+    assert stats.filtered_by["positive_fraction"] < stats.candidates
 
 
 def _shard_worker(rank: int, world: int, model_dir: str, data_dir: str, rdv: str, out: str) -> None:
