@@ -144,8 +144,9 @@ REGISTRY: tuple[Experiment, ...] = (
            ("miner.fn_fraction=0.95",)),
           ("ance_fn_fusion", "ance, candidates the fusion teacher scores above the positive dropped",
            ("miner.fn_teacher=fusion", "miner.fn_teacher_above_positive=true")),
-          ("ance_denoise", "ance, candidates sampled by the fusion teacher's odds of not beating the positive",
-           ("miner.fn_teacher=fusion", "miner.denoise=true")),
+          ("ance_denoise", "ance, 20 candidates a refresh drawn by the fusion teacher's odds of not beating the "
+           "positive",
+           ("miner.fn_teacher=fusion", "miner.denoise=true", "miner.per_query=20")),
           ("ance_fn_ranker", "ance, candidates the SciFact cross-encoder scores above the positive dropped",
            ("ranker=scifact_teacher", "miner.fn_teacher=ranker", "miner.fn_teacher_above_positive=true")))),
     Experiment("query_distill", "query_distill: a 3-layer query tower distilled from all-MiniLM-L6-v2",

@@ -117,6 +117,11 @@ class MinerConfig:
                              "or fn_teacher_threshold / fn_teacher_above_positive, not both")
         if self.denoise and self.sampling != "uniform":
             raise ValueError("miner.denoise re-weights the sampling of negatives: it needs sampling=uniform")
+        if self.denoise and self.per_query >= min(self.depth, self.window[1]) - self.window[0]:
+            raise ValueError(f"miner.denoise draws miner.per_query={self.per_query} negatives by weight from the "
+                             f"window's candidates, but the window holds at most "
+                             f"{min(self.depth, self.window[1]) - self.window[0]}: every one would be kept and the "
+                             "weights would do nothing. Set miner.per_query lower (e.g. 20)")
 
     def due(self, step: int, last_refresh_step: int | None) -> bool:
         """Refresh before `step`? `last_refresh_step` is the step of the negatives in hand (None: none)."""

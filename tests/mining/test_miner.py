@@ -128,6 +128,8 @@ def test_teacher_filters_and_denoise_in_refresh(tiny_model_dir, train_data_dir):
     with pytest.raises(ValueError, match="not both"):
         MinerConfig(fn_teacher="fusion", denoise=True, fn_teacher_threshold=1.0)
     assert MinerConfig(fn_ranker_threshold=0.5).fn_teacher == "ranker"  # the older spelling
+    with pytest.raises(ValueError, match="weights would do nothing"):  # every candidate kept: weights moot
+        MinerConfig(fn_teacher="fusion", denoise=True, depth=200, per_query=200)
     first = Miner(MinerConfig(depth=12, per_query=12, sampling="top")).refresh(enc, ts, qids, 0, 1)[0]
     banned = {first[q][0] for q in qids}
     calls = []
