@@ -8,7 +8,8 @@ The towers' prefixes become sentence-transformers prompts named "query" and "pas
 `SentenceTransformer(export).encode(texts, prompt_name="query")` embeds as dr does. A LoRA tower is written
 merged (base + adapter, a plain model) with the adapter alone under `adapter/`. `model.truncate_dim` is
 recorded in dr_encoder.json; sentence-transformers takes it as `SentenceTransformer(export, truncate_dim=d)`
-(it cuts after its Normalize module: the same ranking for cosine, vectors no longer of unit length).
+(it cuts after its Normalize module, so its vectors are no longer of unit length: rank them by cosine, as
+its similarity function does, to match dr's renormalized prefixes).
 The directory is written beside the target and renamed into place, so a crash never leaves half an export.
 """
 from __future__ import annotations
