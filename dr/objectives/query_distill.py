@@ -1,6 +1,6 @@
 """`objective=query_distill`: a (smaller) query tower distilled from a teacher model against the teacher's
-fixed passage index (query-side distillation as in ScalingNote, 2024; the asymmetric student of
-"Embedding-based Retrieval with LLM for Amazon Product Search").
+fixed passage index (query-side distillation, as ScalingNote, 2024, serves a small query tower beside a
+large model's passage index).
 
 The passage tower is the teacher's and stays frozen, so the corpus embeddings (and the index) are the
 teacher's, encoded once and taken from the cache. The query tower starts as the teacher's and is cut to its
