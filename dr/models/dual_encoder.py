@@ -212,7 +212,8 @@ class DualEncoder(nn.Module):
         """Padded tensors for `texts` (with the tower's prefix), truncated to the tower's max length, on the
         model's device."""
         batch = self.tokenizer(
-            self._texts(tower, texts), padding=True, truncation=True, max_length=self.max_length(tower), return_tensors="pt"
+            self._texts(tower, texts), padding=True, truncation=True, max_length=self.max_length(tower),
+            return_tensors="pt",
         )
         return {k: v.to(self.device) for k, v in batch.items()}
 

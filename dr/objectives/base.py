@@ -16,6 +16,7 @@ methods want; a method overrides the ones it changes.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,15 @@ class ObjectiveConfig:
     def build(self, encoder: nn.Module, parts: Parts) -> Objective:
         """Abstract: the objective over the built encoder and parts (every method's config defines it)."""
         raise NotImplementedError
+
+
+def batch_draw(groups: Sequence[Group], n: int, k: int, seed: int, stream: int) -> list[int]:
+    """`min(k, n)` sorted positions of `n` items, drawn without replacement and seeded by (seed, the batch's
+    query ids, `stream`): a pure function of the batch, so a rerun or a resumed run draws the same ones
+    (the anchor queries of objective=distill, the query log of objective=query_distill)."""
+    key = zlib.crc32("\t".join(g.qid for g in groups).encode())
+    rng = np.random.default_rng([seed, key, stream])
+    return sorted(rng.choice(n, size=min(k, n), replace=False).tolist())
 
 
 def check_positive(config, *names: str, nullable: tuple[str, ...] = ()) -> None:

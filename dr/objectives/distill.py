@@ -45,7 +45,7 @@ from dr.losses.contrastive import own_group_mask, softmax_cross_entropy
 from dr.losses.distill import inbatch_margin_mse, kl_distill, pairwise_margin_mse
 from dr.models.cross_encoder import CrossEncoder, CrossEncoderConfig
 from dr.models.dual_encoder import DualEncoder
-from dr.objectives.base import Objective, ObjectiveConfig, Parts, cluster_queries, shared_tower_check
+from dr.objectives.base import Objective, ObjectiveConfig, Parts, batch_draw, cluster_queries, shared_tower_check
 
 logger = logging.getLogger(__name__)
 
@@ -157,10 +157,8 @@ class DistillObjective(Objective):
         `_cells`), so a rerun or a resumed run draws the same ones."""
         if not self.anchors:
             return []
-        key = zlib.crc32("\t".join(g.qid for g in groups).encode())
-        rng = np.random.default_rng([self.seed, key, 1])
-        take = min(self.config.anchor_per_step, len(self.anchors))
-        return [self.anchors[i] for i in sorted(rng.choice(len(self.anchors), size=take, replace=False).tolist())]
+        take = batch_draw(groups, len(self.anchors), self.config.anchor_per_step, self.seed, stream=1)
+        return [self.anchors[i] for i in take]
 
     def inbatch_teacher(self, groups: list[Group], pids: list[str]) -> torch.Tensor:
         """(B, B*G) in-batch teacher scores, NaN where none is known or none was sampled."""

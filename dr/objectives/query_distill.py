@@ -15,7 +15,6 @@ The export holds the student as `query/` and the teacher's passage tower as `pas
 """
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -31,7 +30,8 @@ from dr.index import IndexConfig, build_index
 from dr.losses.distill import query_distill_loss
 from dr.models.dual_encoder import DualEncoder
 from dr.models.layers import keep_first_layers
-from dr.objectives.base import Objective, ObjectiveConfig, Parts, check_positive, shared_tower_check
+from dr.objectives.base import (Objective, ObjectiveConfig, Parts, batch_draw, check_positive,
+                                shared_tower_check)
 
 
 @dataclass
@@ -111,10 +111,7 @@ class QueryDistillObjective(Objective):
     def batch(self, groups: Sequence[Group]) -> dict:
         queries, rows = [g.query for g in groups], [self.row_of[g.qid] for g in groups]
         if self.extra:
-            key = zlib.crc32("\t".join(g.qid for g in groups).encode())
-            rng = np.random.default_rng([self.seed, key, 2])
-            take = sorted(rng.choice(len(self.extra), size=min(self.extra_per_step, len(self.extra)),
-                                     replace=False).tolist())
+            take = batch_draw(groups, len(self.extra), self.extra_per_step, self.seed, stream=2)
             queries += [self.extra[i] for i in take]
             rows += [self.extra_start + i for i in take]
         return {"queries": queries, "rows": rows}
