@@ -133,6 +133,7 @@ class DistillObjective(Objective):
             self.positive_rows = {q: [self.row_of[p] for p in ps if p in self.row_of]
                                   for q, ps in (positives or {}).items()}
         self.anchors: list[str] = []
+        self.anchor_ref: dict[str, torch.Tensor] = {}  # text -> the starting model's embedding (it never changes)
         if config.anchor_weight:  # `qid<TAB>text` rows; a bad row raises naming file and line
             self.anchors = list(read_queries_tsv(config.anchor_queries, ReadPolicy(strict=True)).values())
 
@@ -234,13 +235,23 @@ class DistillObjective(Objective):
 
     def anchor_loss(self, texts: Sequence[str]) -> torch.Tensor:
         """Relative squared distance between the trained query tower's embeddings of `texts` and the starting
-        model's (the frozen passage tower, given query tokenization): sum ||q - q0||^2 / sum ||q0||^2.
+        model's (the frozen passage tower in eval mode, given query tokenization): sum ||q - q0||^2 / sum ||q0||^2.
         It keeps queries unlike the training ones (teacher.anchor_queries, e.g. MS MARCO questions) where the
         starting model put them while the claims move."""
         batch = self.encoder.tokenize("query", texts)
         q = self.encoder.embed("query", batch)
-        with torch.no_grad():
-            q0 = self.encoder.embed("passage", batch).to(q.dtype)
+        todo = [t for t in dict.fromkeys(texts) if t not in self.anchor_ref]
+        if todo:  # the frozen tower's embedding of a text, without dropout, computed once and kept
+            tower = self.encoder.passage_model
+            training = tower.training
+            tower.eval()
+            try:
+                with torch.no_grad():
+                    fresh = self.encoder.embed("passage", self.encoder.tokenize("query", todo)).float().cpu()
+            finally:
+                tower.train(training)
+            self.anchor_ref.update(zip(todo, fresh))
+        q0 = torch.stack([self.anchor_ref[t] for t in texts]).to(device=q.device, dtype=q.dtype)
         return ((q - q0) ** 2).sum() / (q0 ** 2).sum().clamp_min(1e-12)
 
     def schedule(self, parts: Parts, negatives, global_batch: int, mined: bool) -> TasSchedule:
