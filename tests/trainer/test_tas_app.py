@@ -59,7 +59,8 @@ def test_cross_encoder_score_rerank_and_tas_balanced(tiny_model, train_data_dir,
 
     run = tmp_path / "tas"
     paper = ["model.shared=true", "teacher.fixed_passages=false", "teacher.loss=margin_mse", "teacher.label_weight=0",
-             "teacher.pair_weight=1", "teacher.inbatch_weight=0.75", "trainer.negatives_per_query=1"]  # its paper line
+             "teacher.pair_weight=1", "teacher.inbatch_weight=0.75", "teacher.anchor_weight=0",
+             "trainer.negatives_per_query=1"]  # its paper line
     proc = train(["+experiment=tas_balanced", "teacher=scifact", "trainer.max_steps=3", f"teacher.scores={scores}",
                   f"teacher.inbatch_model={teacher}", "teacher.inbatch_pairs_per_query=3", "sampler.clusters=4",
                   *paper, *base_args(tiny_model, run)], train_data_dir, cache)
@@ -132,12 +133,16 @@ def test_fusion_teacher_score_file_and_distillation(tiny_model, train_data_dir, 
     values = [s for v in table.scores.values() for s in v.values()]
     assert len(set(values)) > 36 and all(np.isfinite(values))  # fused z-scores, not a constant
 
-    run = tmp_path / "tas"  # the main job's recipe: listwise KL + labels, the query tower against fixed passages
+    run = tmp_path / "tas"  # the main job's recipe: listwise KL + labels + the anchor, the query tower vs fixed passages
+    anchors = tmp_path / "anchors.tsv"
+    anchors.write_text("".join(f"a{i}\twhat is passage {i} about\n" for i in range(40)), encoding="utf-8")
     proc = train(["+experiment=tas_balanced", "teacher.k=4", "teacher.scale=0.5", "trainer.max_steps=3",
-                  "trainer.eval_every=0", "sampler.clusters=4", *base_args(tiny_model, run)], train_data_dir, cache)
+                  "trainer.eval_every=0", "sampler.clusters=4", f"teacher.anchor_queries={anchors}",
+                  *base_args(tiny_model, run)], train_data_dir, cache)
     assert proc.returncode == 0, proc.stderr[-4000:]
     logged = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     assert len(logged) == 3 and all(np.isfinite(x["loss_pair"]) and np.isfinite(x["loss_label"]) for x in logged)
+    assert all(np.isfinite(x["loss_anchor"]) and x["loss_anchor"] > 0 for x in logged)  # dropout and updates
     assert not any("loss_inbatch" in x for x in logged)
     logs = "".join(p.read_text() for p in run.glob("*.log"))
     assert "teacher fusion(1 x bm25, 1 x dense; zscore over top 4; scale 0.5)" in logs
@@ -246,6 +251,16 @@ def test_anchor_term_is_zero_at_the_start_and_grows_as_the_query_tower_moves(tin
         loss, logs = objective(**inputs)
     assert moved > 0 and logs["loss_anchor"] == pytest.approx(moved, rel=1e-5)
     assert float(loss) == pytest.approx(float(plain_loss) + 2.0 * moved, rel=1e-5)
+    # the target is the starting model without dropout, kept once computed, whatever mode training runs in
+    encoder.train()
+    fresh = DistillObjective(encoder, cfg, test.corpus, TeacherScores({}, {}, "x"), None, seed=3, fixed=fixed,
+                             positives={})
+    fresh.anchor_loss(inputs["anchors"])
+    assert encoder.passage_model.training
+    encoder.eval()
+    with torch.no_grad():
+        start = encoder.embed("passage", encoder.tokenize("query", inputs["anchors"]))
+    assert torch.allclose(torch.stack([fresh.anchor_ref[t] for t in inputs["anchors"]]), start, atol=1e-6)
     with pytest.raises(ValueError, match="anchor_weight needs"):
         DistillConfig(scores="x", anchor_weight=1.0, anchor_queries=str(anchors))  # no fixed_passages
     bad = tmp_path / "bad.tsv"
