@@ -119,7 +119,7 @@ REGISTRY: tuple[Experiment, ...] = (
     Experiment("ance", "ance (refreshed dense negatives)", (_train("ance", sets=("scifact-test",)), _dl19_of("ance"))),
     Experiment("teacher_rerank", "SciFact cross-encoder teacher reranking BM25 top 100",
                (_evaluate("retriever=rerank"),)),
-    Experiment("tas_balanced", "tas_balanced (the main job): fusion teacher, query tower vs fixed passages",
+    Experiment("tas_balanced", "tas_balanced (the main job): fusion teacher, query tower vs fixed passages, anchor term",
                (_train("tas_balanced"),)),
     Experiment("tas_balanced_ce", "tas_balanced with the cross-encoder teacher (teacher=scifact), same recipe",
                (_train("tas_balanced", "teacher=scifact"),)),
