@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from dr.config import CONFIG_DIR, data_dir, register_resolvers
-from dr.data.sources import msmarco_set
+from dr.data.sources import RetrievalSet, msmarco_set
 from dr.encoding.cache import EmbeddingCache
 from dr.eval.evaluator import Evaluator
 from dr.models.standin import build_encoder
@@ -44,8 +44,8 @@ def main() -> None:
                       str(root / "msmarco-dev-small" / "pool_dev_qrels.tsv"), layout="pid_text",
                       missing_docs="keep")  # a query's other judged passages may lie outside the pool
     sets = [dev]
-    work = tempfile.TemporaryDirectory()
-    if a.triples:
+    work = tempfile.TemporaryDirectory() if a.triples else None  # the triples set's files, removed at exit
+    if work is not None:
         sets.append(triples_set(root / "msmarco-dl19-pool" / "collection.tsv", a.triples, Path(work.name)))
     rows = []
     for model in a.models:
@@ -68,7 +68,7 @@ def main() -> None:
         a.out.write_text(json.dumps({"set": name, "rows": rows}, indent=1) + "\n")
 
 
-def triples_set(pool: Path, triples: Path, work: Path):
+def triples_set(pool: Path, triples: Path, work: Path) -> RetrievalSet:
     """The triples' queries over the pool plus their passages, written to `work` as MS MARCO files. A row
     without exactly three TAB-separated fields raises, naming file and line."""
     pid_of = {}

@@ -45,6 +45,10 @@ def per_query(run: Path, dev_set: str, measure: str) -> list[float]:
     return values
 
 
+def standard_error(values: list[float]) -> float:
+    return statistics.stdev(values) / len(values) ** 0.5
+
+
 def select(figures: list[float], best_values: list[float]) -> tuple[int, float]:
     """(index chosen, the line): figures ordered from least to most regularized.
 
@@ -56,7 +60,7 @@ def select(figures: list[float], best_values: list[float]) -> tuple[int, float]:
     (0, 0.8)
     """
     best = max(figures)
-    line = round(best - statistics.stdev(best_values) / len(best_values) ** 0.5, 4)
+    line = round(best - standard_error(best_values), 4)
     chosen = 0
     for i, value in enumerate(figures):
         if value < line:
@@ -75,7 +79,7 @@ def main() -> None:
     best = max(range(len(rows)), key=lambda i: rows[i]["dev"])
     values = per_query(a.runs[best], rows[best]["dev_set"], a.measure)
     chosen, line = select([r["dev"] for r in rows], values)
-    se = statistics.stdev(values) / len(values) ** 0.5
+    se = standard_error(values)
     for i, r in enumerate(rows):
         print(f"{r['run']}\tdev {a.measure} {r['dev']:.4f} (step {r['step']})"
               + ("\tbest" if i == best else "") + ("\tchosen" if i == chosen else ""))
